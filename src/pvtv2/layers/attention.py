@@ -1,0 +1,98 @@
+"""Spatial-reduction attention (paper Sec. 3.3) and its linear variant."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ffn import map_to_tokens, tokens_to_map
+
+
+class SpatialReductionAttention(nn.Module):
+    """Multi-head attention whose keys/values come from a spatially reduced map.
+
+    Queries: all ``N = H * W`` tokens. Keys/values: the map reduced by a conv of
+    kernel = stride = ``sr_ratio`` followed by LayerNorm, i.e. ``N / R^2`` tokens, so
+    the cost is ``O(N^2 / R^2)``. ``sr_ratio=1`` is full (unreduced) attention.
+
+    Input/output ``(B, N, C)``. Parameter names (``q``, ``kv``, ``proj``, ``sr``,
+    ``norm``) follow the official checkpoints; ``kv`` stacks keys then values.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        sr_ratio: int = 1,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        norm_eps: float = 1e-5,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.sr_ratio = sr_ratio
+        # Fused scaled_dot_product_attention; False selects the explicit softmax(QK^T)V
+        # reference path (same numbers to float rounding).
+        self.fused = True
+
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self._build_reduction(norm_eps)
+
+    def _build_reduction(self, norm_eps: float) -> None:
+        if self.sr_ratio > 1:
+            self.sr = nn.Conv2d(self.dim, self.dim, kernel_size=self.sr_ratio, stride=self.sr_ratio)
+            self.norm = nn.LayerNorm(self.dim, eps=norm_eps)
+
+    def reduce(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """Tokens ``(B, N, C)`` on an ``H x W`` grid -> key/value source tokens ``(B, N', C)``."""
+        if self.sr_ratio == 1:
+            return x
+        return self.norm(map_to_tokens(self.sr(tokens_to_map(x, H, W))))
+
+    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        B, N, C = x.shape
+        q = self.q(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        kv = self.kv(self.reduce(x, H, W))
+        k, v = kv.view(B, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.fused:
+            drop = self.attn_drop.p if self.training else 0.0
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            x = self.attn_drop(attn.softmax(dim=-1)) @ v
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class LinearSRA(SpatialReductionAttention):
+    """Linear spatial-reduction attention (the ``_li`` variants).
+
+    Keys/values come from the map average-pooled to a fixed ``pool_size x pool_size``
+    grid, then a 1x1 conv, LayerNorm and GELU: ``N' = 49`` whatever the input size, so
+    the cost is linear in the number of pixels, like a convolution.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, pool_size: int = 7, **kwargs):
+        self.pool_size = pool_size
+        kwargs.pop("sr_ratio", None)  # the pooled grid replaces the reduction ratio
+        super().__init__(dim, num_heads, sr_ratio=1, **kwargs)
+
+    def _build_reduction(self, norm_eps: float) -> None:
+        self.pool = nn.AdaptiveAvgPool2d(self.pool_size)
+        self.sr = nn.Conv2d(self.dim, self.dim, kernel_size=1)
+        self.norm = nn.LayerNorm(self.dim, eps=norm_eps)
+        self.act = nn.GELU()
+
+    def reduce(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        return self.act(self.norm(map_to_tokens(self.sr(self.pool(tokens_to_map(x, H, W))))))

@@ -1,0 +1,258 @@
+"""PyramidVisionTransformerV2: four stages of (patch embedding -> blocks -> norm).
+
+Reads top-down: configuration, model, variant table, builders. The module/parameter
+layout is the official one (``patch_embed{i}``, ``block{i}``, ``norm{i}``, ``head``), so
+official checkpoints load without renaming; other formats are mapped in
+:mod:`pvtv2.checkpoint`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Sequence
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from .layers import ATTENTION_KINDS, Block, OverlapPatchEmbed
+
+#: Smallest input side: the four stages divide by 32 in all.
+MIN_INPUT_SIZE = 32
+PATCH_EMBED_KINDS = ("overlap", "plain")
+
+
+@dataclass(frozen=True)
+class PVTv2Config:
+    """Everything that defines a PVTv2 network. Defaults are the official PVTv2-B2.
+
+    The three PVTv2 designs are switchable for the paper's ablation:
+    ``patch_embed`` (``"overlap"`` or PVTv1's ``"plain"``), ``conv_ffn`` (conv FFN or
+    plain MLP), ``attention`` (``"sra"``, ``"linear"`` or ``"full"``).
+    """
+
+    embed_dims: tuple[int, ...] = (64, 128, 320, 512)
+    depths: tuple[int, ...] = (3, 4, 6, 3)
+    num_heads: tuple[int, ...] = (1, 2, 5, 8)
+    mlp_ratios: tuple[float, ...] = (8, 8, 4, 4)
+    sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
+    attention: str = "sra"
+    patch_embed: str = "overlap"
+    conv_ffn: bool = True
+    qkv_bias: bool = True
+    in_chans: int = 3
+    num_classes: int = 1000
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    # The official code uses LayerNorm(eps=1e-6) in blocks and after each stage but the
+    # PyTorch default 1e-5 in the patch embeddings and the SRA reduction; transformers
+    # uses one eps everywhere, so both are configurable.
+    norm_eps: float = 1e-6
+    embed_norm_eps: float = 1e-5
+    linear_pool_size: int = 7
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        lists = {f: getattr(self, f) for f in ("embed_dims", "depths", "num_heads", "mlp_ratios", "sr_ratios")}
+        for key, value in lists.items():
+            object.__setattr__(self, key, tuple(value))
+            if len(value) != 4:
+                raise ValueError(f"{key} must have 4 entries (one per stage), got {len(value)}: {tuple(value)}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.patch_embed not in PATCH_EMBED_KINDS:
+            raise ValueError(f"patch_embed must be one of {PATCH_EMBED_KINDS}, got {self.patch_embed!r}")
+        for dim, heads in zip(self.embed_dims, self.num_heads):
+            if dim % heads:
+                raise ValueError(f"embed dim {dim} is not divisible by its {heads} heads")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PVTv2Config":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PVTv2 config keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def _init_weights(m: nn.Module) -> None:
+    """The official initialisation: truncated normal (std 0.02) for Linear, unit
+    LayerNorm, and He-normal over fan-out (per group) for convolutions."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Conv2d):
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class PyramidVisionTransformerV2(nn.Module):
+    """PVTv2 with a linear classification head on the mean of the last stage's tokens.
+
+    ``forward_features(x)`` -> list of 4 maps ``(B, C_i, ceil(H / s_i), ceil(W / s_i))``
+    with strides ``s = 4, 8, 16, 32``; ``forward_head(features)`` -> ``(B, num_classes)``
+    (or pooled ``(B, C_4)`` features when ``num_classes == 0``).
+    """
+
+    def __init__(self, config: PVTv2Config | None = None, **overrides: Any):
+        super().__init__()
+        config = replace(config or PVTv2Config(), **overrides)
+        self.config = config
+        self.embed_dims = list(config.embed_dims)
+        self.num_classes = config.num_classes
+        self.num_features = config.embed_dims[-1]
+
+        # Stochastic depth grows linearly over all blocks, 0 -> drop_path_rate.
+        total = sum(config.depths)
+        rates = torch.linspace(0, config.drop_path_rate, total).tolist() if total else []
+        start = 0
+        for i, (dim, depth) in enumerate(zip(config.embed_dims, config.depths)):
+            patch_embed = OverlapPatchEmbed(
+                config.in_chans if i == 0 else config.embed_dims[i - 1],
+                dim,
+                stride=4 if i == 0 else 2,
+                overlap=config.patch_embed == "overlap",
+                norm_eps=config.embed_norm_eps,
+            )
+            blocks = nn.ModuleList(
+                Block(
+                    dim,
+                    config.num_heads[i],
+                    mlp_ratio=config.mlp_ratios[i],
+                    sr_ratio=config.sr_ratios[i],
+                    attention=config.attention,
+                    conv_ffn=config.conv_ffn,
+                    qkv_bias=config.qkv_bias,
+                    drop=config.drop_rate,
+                    attn_drop=config.attn_drop_rate,
+                    drop_path=rates[start + j],
+                    norm_eps=config.norm_eps,
+                    attn_norm_eps=config.embed_norm_eps,
+                    linear_pool_size=config.linear_pool_size,
+                )
+                for j in range(depth)
+            )
+            start += depth
+            setattr(self, f"patch_embed{i + 1}", patch_embed)
+            setattr(self, f"block{i + 1}", blocks)
+            setattr(self, f"norm{i + 1}", nn.LayerNorm(dim, eps=config.norm_eps))
+        self.head = nn.Linear(self.num_features, config.num_classes) if config.num_classes > 0 else nn.Identity()
+        self.apply(_init_weights)
+
+    # -- structure -----------------------------------------------------------------
+    def stages(self) -> list[tuple[OverlapPatchEmbed, nn.ModuleList, nn.LayerNorm]]:
+        """The four ``(patch_embed, blocks, norm)`` triples, in order."""
+        return [(getattr(self, f"patch_embed{i}"), getattr(self, f"block{i}"), getattr(self, f"norm{i}")) for i in range(1, 5)]
+
+    def set_fused_attention(self, enabled: bool) -> None:
+        """Switch every attention between fused SDPA and the explicit reference path."""
+        for m in self.modules():
+            if hasattr(m, "fused") and hasattr(m, "kv"):
+                m.fused = enabled
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a freshly initialised one of ``num_classes`` outputs."""
+        self.num_classes = num_classes
+        self.config = replace(self.config, num_classes=num_classes)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.apply(_init_weights)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names excluded from weight decay (none: PVTv2 has no position embedding)."""
+        return set()
+
+    # -- forward -------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` for inputs the network cannot take, before any conv sees them."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected a torch.Tensor of shape (B, {self.config.in_chans}, H, W), got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(
+                f"expected a 4-D tensor (B, {self.config.in_chans}, H, W), got {x.dim()}-D shape {tuple(x.shape)}"
+                + ("; add a batch dimension with x.unsqueeze(0)" if x.dim() == 3 else "")
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"expected a floating-point tensor, got dtype {x.dtype}; convert images with x.float() / 255 and normalise"
+            )
+        if x.shape[1] != self.config.in_chans:
+            raise ValueError(
+                f"expected {self.config.in_chans} input channels (B, {self.config.in_chans}, H, W), got shape {tuple(x.shape)}"
+            )
+        if x.shape[2] < MIN_INPUT_SIZE or x.shape[3] < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"input must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels (total stride 32), "
+                f"got {x.shape[2]}x{x.shape[3]}"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``(B, C_in, H, W)`` -> the 4 stage maps ``(B, C_i, H_i, W_i)`` (strides 4, 8, 16, 32)."""
+        if not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            self.check_input(x)
+        features = []
+        for patch_embed, blocks, norm in self.stages():
+            x, H, W = patch_embed(x)
+            for blk in blocks:
+                x = blk(x, H, W)
+            x = norm(x)
+            # Channels-last view: no copy here; the next stage's conv reads it directly.
+            x = x.view(x.shape[0], H, W, -1).permute(0, 3, 1, 2)
+            features.append(x)
+        return features
+
+    def forward_head(self, features: Sequence[torch.Tensor] | torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` from ``forward_features``' list (or the last map alone)."""
+        last = features[-1] if isinstance(features, (list, tuple)) else features
+        pooled = last.mean(dim=(2, 3))
+        return pooled if pre_logits else self.head(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# -- variant table ------------------------------------------------------------------
+# Widths, depths, heads, MLP and reduction ratios from whai362/PVT classification/pvt_v2.py.
+_WIDE = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), sr_ratios=(8, 4, 2, 1))
+VARIANTS: dict[str, dict[str, Any]] = {
+    "pvt_v2_b0": dict(_WIDE, embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), mlp_ratios=(8, 8, 4, 4)),
+    "pvt_v2_b1": dict(_WIDE, depths=(2, 2, 2, 2), mlp_ratios=(8, 8, 4, 4)),
+    "pvt_v2_b2": dict(_WIDE, depths=(3, 4, 6, 3), mlp_ratios=(8, 8, 4, 4)),
+    "pvt_v2_b2_li": dict(_WIDE, depths=(3, 4, 6, 3), mlp_ratios=(8, 8, 4, 4), attention="linear"),
+    "pvt_v2_b3": dict(_WIDE, depths=(3, 4, 18, 3), mlp_ratios=(8, 8, 4, 4)),
+    "pvt_v2_b4": dict(_WIDE, depths=(3, 8, 27, 3), mlp_ratios=(8, 8, 4, 4)),
+    "pvt_v2_b5": dict(_WIDE, depths=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4)),
+}
+
+#: Official ImageNet-1K stochastic-depth rates (classification/configs/pvt_v2/*.py).
+DEFAULT_DROP_PATH = {
+    "pvt_v2_b0": 0.1, "pvt_v2_b1": 0.1, "pvt_v2_b2": 0.1, "pvt_v2_b2_li": 0.1,
+    "pvt_v2_b3": 0.3, "pvt_v2_b4": 0.3, "pvt_v2_b5": 0.3,
+}
+
+
+def list_models() -> list[str]:
+    """Names of the PVTv2 variants, smallest first."""
+    return list(VARIANTS)
+
+
+def variant_config(name: str, **overrides: Any) -> PVTv2Config:
+    """The :class:`PVTv2Config` of a named variant, with ``overrides`` applied."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(VARIANTS)}")
+    return PVTv2Config(name=name, **{**VARIANTS[name], **overrides})

@@ -1,0 +1,30 @@
+import os
+
+import pytest
+import torch
+
+# Two cores here: keep torch from oversubscribing them and keep runs repeatable.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ALL_MODELS = ["pvt_v2_b0", "pvt_v2_b1", "pvt_v2_b2", "pvt_v2_b2_li", "pvt_v2_b3", "pvt_v2_b4", "pvt_v2_b5"]
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter random values (not the default init), so a parameter that
+    a forward ignores, or a norm left at weight 1 / bias 0, changes the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+            elif "norm" in name and name.endswith("weight") or "layer_norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.fixture
+def rand():
+    return randomize_
