@@ -20,7 +20,6 @@ import pickle
 import re
 import tempfile
 import warnings
-import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -101,7 +100,7 @@ def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             f"it would run code ({str(e).splitlines()[-1] if str(e) else 'unsafe pickle'}). Re-save it as a plain state "
             f"dict or safetensors from a trusted environment."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # torch raises many types for damaged or foreign files
         hint = "is it truncated or damaged?" if head.startswith(b"PK") or head.startswith(b"\x80") else \
             "it is neither a PyTorch checkpoint nor a safetensors file"
         raise CheckpointError(f"{path}: cannot read checkpoint: {hint} ({str(e).splitlines()[0][:200]})") from None
@@ -451,7 +450,8 @@ def apply_state_dict(
             for k in head_keys:
                 sd.pop(k)
             report.notes.append("checkpoint head dropped: the model has num_classes=0 (features only)")
-        elif any(k in own and own[k].shape != sd[k].shape for k in head_keys):
+        elif ("head.weight" in sd and "head.weight" in own and sd["head.weight"].shape[0] != own["head.weight"].shape[0]
+              and sd["head.weight"].shape[1:] == own["head.weight"].shape[1:]):
             n_ckpt = sd["head.weight"].shape[0] if "head.weight" in sd else "?"
             for k in head_keys:
                 sd.pop(k)
