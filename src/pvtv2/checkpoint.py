@@ -336,6 +336,7 @@ class Checkpoint:
     source: str
     config: PVTv2Config | None = None
     class_names: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. input_size, crop_pct of a trained model
 
 
 def _read_folder(path: Path) -> Checkpoint:
@@ -389,7 +390,8 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, Any]) -> Checkpoint
     elif isinstance(raw.get("config"), Mapping) and raw.get("library") == LIBRARY_TAG:
         config = PVTv2Config.from_dict(dict(raw["config"]))  # our training checkpoints
         class_names = raw.get("class_names")
-    return Checkpoint(_TO_OURS[fmt](sd), fmt, name, config, class_names)
+    extra = json.loads(meta["pvtv2_extra"]) if "pvtv2_extra" in meta else dict(raw.get("extra") or {})
+    return Checkpoint(_TO_OURS[fmt](sd), fmt, name, config, class_names, extra)
 
 
 def resolve_hub(source: str, *, filename: str | None = None) -> Path:
@@ -573,11 +575,15 @@ def _contiguous(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
 
-def save_file(model: PyramidVisionTransformerV2, path: str | os.PathLike, *, class_names: list[str] | None = None) -> Path:
-    """Our single-file format: safetensors with the config (and class names) in its metadata."""
+def save_file(model: PyramidVisionTransformerV2, path: str | os.PathLike, *, class_names: list[str] | None = None,
+              extra: dict[str, Any] | None = None) -> Path:
+    """Our single-file format: safetensors with the config, class names and ``extra``
+    (e.g. the input size it was trained at) in its metadata."""
     from safetensors.torch import save_file as st_save
 
     meta = {"library": LIBRARY_TAG, "pvtv2_config": json.dumps(model.config.to_dict())}
+    if extra:
+        meta["pvtv2_extra"] = json.dumps(extra)
     names = class_names if class_names is not None else getattr(model, "class_names", None)
     if names:
         meta["class_names"] = json.dumps(list(names))

@@ -1,0 +1,98 @@
+"""Top-k prediction on image files or folders with a trained classifier."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ..checkpoint import read_checkpoint
+from ..factory import create_model
+from .data import IMG_EXTENSIONS, eval_transform
+
+
+def image_paths(sources: list[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of image paths."""
+    paths: list[Path] = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            paths += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMG_EXTENSIONS)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such image file or folder")
+    return paths
+
+
+class _Images(Dataset):
+    def __init__(self, paths: list[Path], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            with Image.open(self.paths[i]) as im:
+                return self.transform(im.convert("RGB")), i, ""
+        except (OSError, ValueError, SyntaxError) as e:
+            return torch.zeros(0), i, str(e) or type(e).__name__
+
+
+def _collate(batch):
+    good = [(x, i) for x, i, err in batch if not err]
+    bad = [(i, err) for _, i, err in batch if err]
+    xs = torch.stack([x for x, _ in good]) if good else None
+    return xs, [i for _, i in good], bad
+
+
+def load_classifier(checkpoint: str | Path, model: str | None = None, *, device: str = "cpu"):
+    """Build a classifier from a checkpoint -> (model, class names, input size, crop pct)."""
+    ckpt = read_checkpoint(checkpoint)
+    net = create_model(model, pretrained=checkpoint)
+    net.eval().to(device)
+    meta = ckpt.extra
+    names = getattr(net, "class_names", None) or ckpt.class_names
+    if not names or len(names) != net.num_classes:
+        names = [str(i) for i in range(net.num_classes)]
+    return net, names, int(meta.get("input_size", 224)), float(meta.get("crop_pct", 0.875))
+
+
+def predict(
+    sources: list[str | Path],
+    checkpoint: str | Path,
+    *,
+    model: str | None = None,
+    topk: int = 5,
+    img_size: int | None = None,
+    batch_size: int = 32,
+    workers: int = 0,
+    device: str = "cpu",
+) -> Iterator[dict[str, Any]]:
+    """Yield one record per image: ``{"path", "top": [{"class", "index", "prob"}...]}``
+    (or ``{"path", "error"}`` for unreadable files)."""
+    net, names, size, crop = load_classifier(checkpoint, model, device=device)
+    paths = image_paths(sources)
+    loader = DataLoader(_Images(paths, eval_transform(img_size or size, crop)), batch_size=batch_size,
+                        num_workers=workers, collate_fn=_collate)
+    k = min(topk, net.num_classes)
+    with torch.no_grad():
+        for xs, idx, bad in loader:
+            for i, err in bad:
+                yield {"path": str(paths[i]), "error": err}
+            if xs is None:
+                continue
+            probs = net(xs.to(device)).float().softmax(dim=1)
+            p, c = probs.topk(k, dim=1)
+            for row, i in enumerate(idx):
+                yield {"path": str(paths[i]), "top": [
+                    {"class": names[int(j)], "index": int(j), "prob": round(float(q), 6)} for q, j in zip(p[row], c[row])]}
+
+
+def format_jsonl(records) -> Iterator[str]:
+    for r in records:
+        yield json.dumps(r)

@@ -1,0 +1,59 @@
+"""Per-epoch metrics (``metrics.jsonl``), loss/accuracy curves and progress bars."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from tqdm import tqdm
+
+from ..checkpoint import atomic_write
+
+
+def progress(iterable: Iterable, *, desc: str, total: int | None = None, enabled: bool = True) -> tqdm:
+    """A tqdm bar that shows only on a terminal (quiet in logs and CI)."""
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True,
+                disable=not (enabled and sys.stderr.isatty()))
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per epoch. Rewritten whole (atomically) on each
+    append, so it always agrees with the history stored in ``last.pt``."""
+
+    def __init__(self, path: str | Path, history: list[dict[str, Any]] | None = None):
+        self.path = Path(path)
+        self.history = list(history or [])
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        self.flush()
+
+    def flush(self) -> None:
+        text = "".join(json.dumps(r) + "\n" for r in self.history)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
+
+
+def plot_curves(history: list[dict[str, Any]], path: str | Path, *, loss_keys=("train_loss", "val_loss"),
+                score_keys=("val_top1", "val_top5"), score_label: str = "accuracy (%)") -> None:
+    """Loss and score per epoch, two panels, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in loss_keys:
+        if any(key in r for r in history):
+            a.plot(epochs, [r.get(key) for r in history], marker="o", label=key)
+    a.set(xlabel="epoch", ylabel="loss", title="loss")
+    a.legend()
+    for key in score_keys:
+        if any(key in r for r in history):
+            b.plot(epochs, [r.get(key) for r in history], marker="o", label=key)
+    b.set(xlabel="epoch", ylabel=score_label, title=score_label)
+    b.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)

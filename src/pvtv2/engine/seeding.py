@@ -1,0 +1,28 @@
+"""Seeding, per epoch, so that a resumed run repeats the uninterrupted one exactly."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    seed = int(seed) % (2**32)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A distinct, reproducible seed for every (run seed, epoch, rank)."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: torch seeds each worker; pass it on to Python and NumPy
+    (timm's augmentations draw from both)."""
+    s = torch.initial_seed() % (2**32)
+    random.seed(s)
+    np.random.seed(s)
