@@ -246,7 +246,10 @@ def test_unrelated_state_dict(tmp_path):
 def test_missing_path_and_offline_hub(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="no such file"):
         pvtv2.create_model("pvt_v2_b0", pretrained=str(tmp_path / "nope.pth"))
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(CheckpointError, match=r"timm/pvt_v2_b0.in1k.*offline.*pretrained='path/to"):
         pvtv2.create_model("pvt_v2_b0", pretrained=True)

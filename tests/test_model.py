@@ -202,3 +202,14 @@ def test_bad_inputs_raise_value_error(x, message):
 def test_non_tensor_input():
     with pytest.raises(ValueError, match="torch.Tensor"):
         pvtv2.create_model("pvt_v2_b0")([[1.0]])
+
+
+@pytest.mark.parametrize("size", [(56, 56), (49, 65), (8, 8), (3, 5), (100, 37)])
+def test_pool_matrix_equals_adaptive_avg_pool(size):
+    """The export path of linear SRA pools with matrices; it must equal AdaptiveAvgPool2d."""
+    from pvtv2.layers.attention import adaptive_avg_pool_matrix
+
+    x = torch.randn(2, *size, 16)
+    expected = nn.functional.adaptive_avg_pool2d(x.permute(0, 3, 1, 2), 7).permute(0, 2, 3, 1)
+    ph, pw = adaptive_avg_pool_matrix(size[0], 7, x), adaptive_avg_pool_matrix(size[1], 7, x)
+    assert (torch.einsum("ih,bhwc,jw->bijc", ph, x, pw) - expected).abs().max() < 1e-5

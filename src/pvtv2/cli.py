@@ -88,6 +88,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.out, format=args.format, model=args.model, backbone=args.backbone,
+                             dynamic=args.dynamic, opset=args.opset)
+    print(f"wrote {args.format} {'backbone' if args.backbone else 'classifier'} to {path} (checked against PyTorch)")
+    return 0
+
+
 def cmd_models(args) -> int:
     from . import create_model, list_models
 
@@ -157,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript (checked against PyTorch)")
+    p.add_argument("checkpoint", help="checkpoint file or folder (any supported format)")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("--out", required=True, help="output file (.onnx or .pt)")
+    p.add_argument("--model", default=None, help="variant name, when the checkpoint carries no config")
+    p.add_argument("--backbone", action="store_true", help="export the 4 pyramid maps (stage1..stage4) instead of logits")
+    p.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=True,
+                   help="ONNX: dynamic batch, height and width (default on)")
+    p.add_argument("--opset", type=int, default=18)
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("models", help="list the variants with their parameter counts")
     p.set_defaults(func=cmd_models)
     return parser
@@ -167,11 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     from .classification.data import DataError
     from .classification.train import TrainingError
     from .engine import TrainingStateError
+    from .export import ExportError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, DataError, TrainingError, TrainingStateError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, DataError, TrainingError, TrainingStateError, ExportError, FileNotFoundError, ValueError) as e:
         print(f"pvtv2 {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoint import read_checkpoint
+from ..engine import progress
 from ..factory import create_model
 from .data import IMG_EXTENSIONS, eval_transform
 
@@ -62,6 +63,26 @@ def load_classifier(checkpoint: str | Path, model: str | None = None, *, device:
     return net, names, int(meta.get("input_size", 224)), float(meta.get("crop_pct", 0.875))
 
 
+class _OnnxClassifier:
+    """An exported ``.onnx`` classifier run by onnxruntime, called like the PyTorch model."""
+
+    def __init__(self, path: str | Path):
+        from ..export import onnx_session
+
+        self.session = onnx_session(path)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "class_names" not in meta:
+            raise ValueError(f"{path}: not a pvtv2 classifier export (no class_names metadata); "
+                             f"export with: pvtv2 export CHECKPOINT --format onnx")
+        self.class_names = json.loads(meta["class_names"])
+        self.num_classes = len(self.class_names)
+        self.input_size = int(meta.get("input_size", 224))
+        self.crop_pct = float(meta.get("crop_pct", 0.875))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {"images": x.numpy()})[0])
+
+
 def predict(
     sources: list[str | Path],
     checkpoint: str | Path,
@@ -72,16 +93,22 @@ def predict(
     batch_size: int = 32,
     workers: int = 0,
     device: str = "cpu",
+    show_progress: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Yield one record per image: ``{"path", "top": [{"class", "index", "prob"}...]}``
-    (or ``{"path", "error"}`` for unreadable files)."""
-    net, names, size, crop = load_classifier(checkpoint, model, device=device)
+    (or ``{"path", "error"}`` for unreadable files). ``checkpoint`` may be an exported
+    ``.onnx`` file, run with onnxruntime."""
+    if str(checkpoint).endswith(".onnx"):
+        net = _OnnxClassifier(checkpoint)
+        names, size, crop, device = net.class_names, net.input_size, net.crop_pct, "cpu"
+    else:
+        net, names, size, crop = load_classifier(checkpoint, model, device=device)
     paths = image_paths(sources)
     loader = DataLoader(_Images(paths, eval_transform(img_size or size, crop)), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate)
     k = min(topk, net.num_classes)
     with torch.no_grad():
-        for xs, idx, bad in loader:
+        for xs, idx, bad in progress(loader, desc="predict", enabled=show_progress):
             for i, err in bad:
                 yield {"path": str(paths[i]), "error": err}
             if xs is None:

@@ -111,6 +111,8 @@ def _train(cfg: TrainConfig, env: DistEnv) -> dict[str, Any]:
         state = load_training_state(path, expect=meta)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # the schedule follows this run's --lr (as timm's train.py)
+            group["initial_lr"] = group["lr"] = lr
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         if ema is not None:

@@ -75,6 +75,18 @@ class SpatialReductionAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
+def adaptive_avg_pool_matrix(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
+    """``(size_out, size_in)`` averaging matrix with exactly AdaptiveAvgPool's bins
+    ``[floor(i * n / m), ceil((i + 1) * n / m))``. Built from tensor ops, so exporters keep
+    ``size_in`` symbolic (the native op's decomposition bakes in the traced size)."""
+    i = torch.arange(size_out, device=like.device)
+    j = torch.arange(size_in, device=like.device)
+    start = (i * size_in) // size_out
+    end = ((i + 1) * size_in + size_out - 1) // size_out
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
 class LinearSRA(SpatialReductionAttention):
     """Linear spatial-reduction attention (the ``_li`` variants).
 
@@ -95,4 +107,13 @@ class LinearSRA(SpatialReductionAttention):
         self.act = nn.GELU()
 
     def reduce(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        return self.act(self.norm(map_to_tokens(self.sr(self.pool(tokens_to_map(x, H, W))))))
+        if torch.compiler.is_exporting():
+            # (B, H, W, C) -> (B, 7, 7, C) as two matmuls, valid for any exported H, W.
+            B, _, C = x.shape
+            grid = x.view(B, H, W, C)
+            ph = adaptive_avg_pool_matrix(H, self.pool_size, x)
+            pw = adaptive_avg_pool_matrix(W, self.pool_size, x)
+            pooled = torch.einsum("ih,bhwc,jw->bijc", ph, grid, pw).permute(0, 3, 1, 2)
+        else:
+            pooled = self.pool(tokens_to_map(x, H, W))
+        return self.act(self.norm(map_to_tokens(self.sr(pooled))))

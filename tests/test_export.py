@@ -1,0 +1,124 @@
+"""Deployment: ONNX (checked in onnxruntime), TorchScript, torch.compile, batch prediction."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_
+
+import pvtv2
+from pvtv2.export import ExportError, export_onnx, export_torchscript, onnx_session
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _max_diff(session, model_out, x):
+    got = session.run(None, {"images": x.numpy()})
+    outs = [model_out] if isinstance(model_out, torch.Tensor) else list(model_out)
+    return max(float(np.abs(g - o.numpy()).max()) for g, o in zip(got, outs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pvt_v2_b0", "pvt_v2_b2_li"])
+def test_onnx_export_matches_pytorch_at_several_sizes(tmp_path, name):
+    model = randomize_(pvtv2.create_model(name)).eval()
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    session = onnx_session(path)
+    for i, (h, w) in enumerate([(224, 224), (193, 257), (512, 384)]):
+        x = torch.randn(1 + i, 3, h, w)
+        with torch.no_grad():
+            expected = model(x)
+        assert _max_diff(session, expected, x) < 1e-4
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_onnx_backbone_outputs_named_pyramid(tmp_path):
+    model = randomize_(pvtv2.create_model("pvt_v2_b0")).eval()
+    session = onnx_session(export_onnx(model, tmp_path / "bb.onnx", backbone=True, check_sizes=[(224, 224), (193, 257)]))
+    assert [o.name for o in session.get_outputs()] == ["stage1", "stage2", "stage3", "stage4"]
+    x = torch.randn(2, 3, 193, 257)
+    outs = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        feats = model.forward_features(x)
+    assert [o.shape for o in outs] == [tuple(f.shape) for f in feats]
+    assert max(float(np.abs(o - f.numpy()).max()) for o, f in zip(outs, feats)) < 1e-4
+
+
+def test_torchscript_reloads_and_matches_at_two_sizes(tmp_path):
+    model = randomize_(pvtv2.create_model("pvt_v2_b2_li")).eval()
+    path = export_torchscript(model, tmp_path / "m.pt")
+    loaded = torch.jit.load(str(path))
+    for h, w in [(224, 224), (160, 288)]:
+        x = torch.randn(2, 3, h, w)
+        with torch.no_grad():
+            assert (loaded(x) - model(x)).abs().max().item() < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attention", ["sra", "linear"])
+def test_torch_compile_fullgraph_matches_eager(attention):
+    """Variants differ only in widths and depths; b0's widths with each attention cover the code paths."""
+    model = randomize_(pvtv2.create_model("pvt_v2_b0", attention=attention)).eval()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    with torch.no_grad():
+        for h, w in [(224, 224), (193, 257)]:
+            x = torch.randn(2, 3, h, w)
+            assert (compiled(x) - model(x)).abs().max().item() < 1e-4
+
+
+def test_export_errors_leave_nothing_behind(tmp_path):
+    model = pvtv2.create_model("pvt_v2_b0")
+    with pytest.raises(ExportError, match="does not exist"):
+        export_onnx(model, tmp_path / "missing" / "m.onnx")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if not os.access(ro, os.W_OK):  # root can write anywhere
+            with pytest.raises(ExportError, match="not writable"):
+                export_torchscript(model, ro / "m.pt")
+    finally:
+        ro.chmod(0o700)
+    # A checkpoint that does not match the requested variant.
+    pvtv2.create_model("pvt_v2_b0").save_pretrained(tmp_path / "b0")
+    res = subprocess.run([sys.executable, "-m", "pvtv2", "export", str(tmp_path / "b0"), "--model", "pvt_v2_b1",
+                          "--format", "onnx", "--out", str(tmp_path / "x.onnx")], capture_output=True, text=True, env=ENV)
+    assert res.returncode == 2 and "asked for pvt_v2_b1" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b0", "missing", "ro"] or not (tmp_path / "missing").exists()
+
+
+def test_too_loose_check_is_reported(tmp_path):
+    model = randomize_(pvtv2.create_model("pvt_v2_b0")).eval()
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_torchscript(model, tmp_path / "m.pt", atol=-1.0)  # nothing can meet a negative tolerance
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_predict_folder_with_onnx_matches_pytorch(tmp_path):
+    from pvtv2.data import make_classification_dataset
+
+    data = make_classification_dataset(tmp_path / "d", classes=3, train_per_class=1, val_per_class=7, size=40,
+                                       progress=False)
+    model = randomize_(pvtv2.create_model("pvt_v2_b0", num_classes=3)).eval()
+    from pvtv2.checkpoint import save_file
+
+    save_file(model, tmp_path / "m.safetensors", class_names=["circle", "square", "triangle"],
+              extra={"input_size": 64, "crop_pct": 1.0})
+    run = lambda *a: subprocess.run([sys.executable, "-m", "pvtv2", *a], capture_output=True, text=True, env=ENV)
+    res = run("export", str(tmp_path / "m.safetensors"), "--format", "onnx", "--out", str(tmp_path / "m.onnx"))
+    assert res.returncode == 0, res.stderr
+    a = run("predict", str(data / "val"), "--checkpoint", str(tmp_path / "m.safetensors"), "--batch-size", "4")
+    b = run("predict", str(data / "val"), "--checkpoint", str(tmp_path / "m.onnx"), "--batch-size", "5")
+    ra = [json.loads(l) for l in a.stdout.splitlines()]
+    rb = [json.loads(l) for l in b.stdout.splitlines()]
+    assert len(ra) == len(rb) == 21
+    for x, y in zip(ra, rb):
+        assert x["path"] == y["path"] and [t["class"] for t in x["top"]] == [t["class"] for t in y["top"]]
+        assert abs(x["top"][0]["prob"] - y["top"][0]["prob"]) < 1e-4
