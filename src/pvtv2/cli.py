@@ -97,6 +97,63 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_flops(args) -> int:
+    from . import create_model, list_models
+    from .bench import PAPER_GFLOPS, count_flops
+
+    names = list_models() if args.model == "all" else [args.model]
+    rows = []
+    for name in names:
+        r = count_flops(create_model(name), (args.img_size, args.img_size) if args.width is None else (args.img_size, args.width))
+        rows.append({"model": name, "img_size": args.img_size, "params_m": round(r["params"] / 1e6, 2),
+                     "gflops": round(r["flops"] / 1e9, 3), "paper_gflops": PAPER_GFLOPS.get(name) if args.img_size == 224 else None,
+                     "by_kind": r["by_kind"]})
+    if args.json:
+        _print_json(rows)
+    else:
+        print(f"{'model':14s} {'params (M)':>10s} {'GFLOPs':>8s} {'paper':>6s}   (multiply-adds, mmcv convention, at {args.img_size}px)")
+        for r in rows:
+            print(f"{r['model']:14s} {r['params_m']:10.2f} {r['gflops']:8.2f} {r['paper_gflops'] or '':>6}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from .bench.speed import Case, Setting, dumps, format_result, machine_info, run_case, top1_agreement
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.scaling:
+        from .bench.scaling import run_study
+
+        print(f"scaling study on {args.device} -> {args.out}")
+        summary = run_study(args.out, budget_gmacs=args.budget_gmacs, device=args.device, repeats=args.repeats)
+        for kind, e in summary["exponents"].items():
+            t, m = e["time"], e["memory"]
+            print(f"  {kind:6s} fitted exponent: time ~ pixels^{t:.2f}" if t is not None else f"  {kind:6s}: too few points",
+                  f" memory ~ pixels^{m:.2f}" if m is not None else "")
+        return 0
+    ours = Setting(args.dtype, args.channels_last, args.compile)
+    peer = Setting() if args.peer_eager_fp32 else Setting(args.dtype, args.channels_last, args.compile)
+    results = []
+    for name in args.model:
+        for mode in args.mode:
+            case = Case(model=name, batch_size=args.batch_size, img_size=args.img_size, mode=mode, device=args.device,
+                        ours=ours, peer=peer, repeats=args.repeats, warmup=args.warmup)
+            r = run_case(case, compare=args.compare == "timm")
+            if args.agreement and mode == "infer":
+                r["top1_agreement_vs_fp32"] = top1_agreement(name, ours, img_size=args.img_size, device=args.device)
+            results.append(r)
+            print(format_result(r) + (f" | top-1 agreement {r['top1_agreement_vs_fp32']:.1%}" if "top1_agreement_vs_fp32" in r else ""),
+                  flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(dumps([{"machine": machine_info(args.device)}] + results))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from . import create_model, list_models
 
@@ -176,6 +233,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX: dynamic batch, height and width (default on)")
     p.add_argument("--opset", type=int, default=18)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("flops", help="parameters and FLOPs (multiply-adds, the paper's convention)")
+    p.add_argument("--model", default="all", help="a variant or 'all'")
+    p.add_argument("--img-size", type=int, default=224, help="input height (and width unless --width)")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("bench", help="throughput/latency/memory, side by side with timm; or the complexity study")
+    p.add_argument("--model", nargs="+", default=["pvt_v2_b0"], help="one or more variants")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--mode", nargs="+", default=["infer"], choices=["infer", "train"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--compare", default="timm", choices=["timm", "none"], help="run timm's model with the same weights")
+    p.add_argument("--peer-eager-fp32", action="store_true", help="run the peer as plain eager fp32 (a fixed baseline)")
+    p.add_argument("--agreement", action="store_true", help="top-1 agreement with the fp32 path on real photographs")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    p.add_argument("--scaling", action="store_true", help="run the complexity study instead (SRA / linear / full)")
+    p.add_argument("--out", default="benchmarks/scaling", help="--scaling: output folder")
+    p.add_argument("--budget-gmacs", type=float, default=400.0, help="--scaling: skip points estimated above this")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("models", help="list the variants with their parameter counts")
     p.set_defaults(func=cmd_models)

@@ -7,12 +7,13 @@ checked, then renamed: a failed export leaves no half-written file behind.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -59,6 +60,23 @@ def _temp_path(out: Path) -> Path:
     return Path(tmp)
 
 
+@contextlib.contextmanager
+def _staged(out: Path, what: str) -> Iterator[Path]:
+    """Yield a temporary path beside ``out``; rename it into place if the block succeeds,
+    delete it otherwise (wrapping unexpected errors in :class:`ExportError`)."""
+    _check_writable(out)
+    tmp = _temp_path(out)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except ExportError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{what} export to {out} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+
+
 def onnx_session(path: str | Path):
     import onnxruntime as ort
 
@@ -75,14 +93,12 @@ def export_onnx(model: PyramidVisionTransformerV2, out: str | Path, *, backbone:
     import onnx
 
     out = Path(out)
-    _check_writable(out)
     model = model.eval()
     module = Backbone(model) if backbone else model
     names = FEATURE_NAMES if backbone else ["logits"]
     sizes = list(check_sizes) if dynamic else [check_sizes[0]]
     example = torch.randn(2, model.config.in_chans, *sizes[0])
-    tmp = _temp_path(out)
-    try:
+    with _staged(out, "ONNX") as tmp:
         kwargs = {}
         if dynamic:
             batch, height, width = torch.export.Dim("batch", min=1), torch.export.Dim("height", min=32), torch.export.Dim("width", min=32)
@@ -109,13 +125,6 @@ def export_onnx(model: PyramidVisionTransformerV2, out: str | Path, *, backbone:
                 diff = (torch.from_numpy(g) - e).abs().max().item()
                 if diff > atol:
                     raise ExportError(f"ONNX output {name} differs from PyTorch by {diff:.2e} at {h}x{w} (limit {atol})")
-        os.replace(tmp, out)
-    except ExportError:
-        tmp.unlink(missing_ok=True)
-        raise
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"ONNX export to {out} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
     return out
 
 
@@ -124,11 +133,9 @@ def export_torchscript(model: PyramidVisionTransformerV2, out: str | Path, *, ba
     """Trace to TorchScript; the traced graph keeps the input size symbolic, so the file
     works at other sizes (checked on ``check_sizes``, the first one being the trace size)."""
     out = Path(out)
-    _check_writable(out)
     model = model.eval()
     module = Backbone(model) if backbone else model
-    tmp = _temp_path(out)
-    try:
+    with _staged(out, "TorchScript") as tmp:
         example = torch.randn(1, model.config.in_chans, *check_sizes[0])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -140,13 +147,6 @@ def export_torchscript(model: PyramidVisionTransformerV2, out: str | Path, *, ba
             for e, g in zip(_outputs(module, x), _outputs(loaded, x)):
                 if e.shape != g.shape or (e - g).abs().max().item() > atol:
                     raise ExportError(f"TorchScript output differs from PyTorch at {h}x{w}")
-        os.replace(tmp, out)
-    except ExportError:
-        tmp.unlink(missing_ok=True)
-        raise
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"TorchScript export to {out} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
     return out
 
 

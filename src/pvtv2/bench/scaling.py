@@ -1,0 +1,157 @@
+"""Complexity study: time and peak memory of ``forward_features`` against input size for
+SRA, linear SRA and full attention at the same widths (PVTv2-B2's), with fitted exponents.
+
+Each point runs in a fresh subprocess so its peak resident memory (CPU) is its own.
+Points whose estimated cost exceeds a budget are skipped and reported as such.
+"""
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..factory import create_model
+from .flops import count_flops
+
+KINDS = {"sra": "pvt_v2_b2 (SRA, R = 8, 4, 2, 1)", "linear": "pvt_v2_b2_li (linear SRA, 7x7)", "full": "full attention"}
+SIZES = (224, 448, 896, 1344, 2048)
+STRIDES = (4, 8, 16, 32)
+
+
+def build(kind: str) -> torch.nn.Module:
+    return create_model("pvt_v2_b2", num_classes=0, attention=kind)
+
+
+def estimate_gmacs(kind: str, size: int) -> float:
+    """Multiply-adds at ``size``: the per-pixel part scaled from 224, attention computed exactly."""
+    model = build(kind)
+    base = count_flops(model, 224)
+    per_pixel = (base["flops"] - base["by_kind"].get("attention", 0)) * (size / 224) ** 2
+    attention = 0
+    cfg = model.config
+    for i, s in enumerate(STRIDES):
+        side = math.ceil(size / s)
+        n = side * side
+        kv = 49 if kind == "linear" else n if kind == "full" or cfg.sr_ratios[i] == 1 else (side // cfg.sr_ratios[i]) ** 2
+        attention += 2 * n * kv * cfg.embed_dims[i] * cfg.depths[i]
+    return (per_pixel + attention) / 1e9
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def measure_point(kind: str, size: int, repeats: int = 3, device: str = "cpu") -> dict[str, Any]:
+    """Median seconds and peak memory (MiB above the model's own) of one forward_features."""
+    import time
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    model = build(kind).to(dev).eval()
+    x = torch.randn(1, 3, size, size, device=dev)
+    with torch.inference_mode():
+        model.forward_features(torch.randn(1, 3, 64, 64, device=dev))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            base = _rss_mb()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.forward_features(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+    if dev.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base  # ru_maxrss is KiB on Linux
+    times.sort()
+    return {"kind": kind, "size": size, "pixels": size * size, "seconds": times[len(times) // 2], "peak_memory_mb": peak}
+
+
+def fit_exponent(points: list[dict[str, Any]], key: str, min_size: int = 448) -> float | None:
+    """Slope of log(key) against log(pixels) over the points at or above ``min_size``."""
+    chosen = [p for p in points if p["size"] >= min_size]
+    if len(chosen) < 2:  # too few large points: fit what there is
+        chosen = points
+    pts = [(math.log(p["pixels"]), math.log(max(p[key], 1e-9))) for p in chosen]
+    if len(pts) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def run_study(out: str | Path, *, sizes=SIZES, kinds=tuple(KINDS), budget_gmacs: float = 400.0, repeats: int = 3,
+              device: str = "cpu", log=print) -> dict[str, Any]:
+    """Measure every (kind, size) within budget, write ``scaling.json`` and ``scaling.png`` to ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    points, skipped = [], []
+    for kind in kinds:
+        for size in sizes:
+            gmacs = estimate_gmacs(kind, size)
+            if gmacs > budget_gmacs:
+                skipped.append({"kind": kind, "size": size, "estimated_gmacs": round(gmacs, 1)})
+                log(f"  {kind:6s} {size:5d}px  skipped: ~{gmacs:,.0f} GMACs is over the {budget_gmacs:,.0f} budget")
+                continue
+            cmd = [sys.executable, "-m", "pvtv2.bench.scaling", kind, str(size), str(repeats), device]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                skipped.append({"kind": kind, "size": size, "error": res.stderr.strip().splitlines()[-1:]})
+                log(f"  {kind:6s} {size:5d}px  failed: {res.stderr.strip().splitlines()[-1:]}")
+                continue
+            p = json.loads(res.stdout.strip().splitlines()[-1])
+            p["gmacs"] = round(gmacs, 2)
+            p["ns_per_pixel"] = 1e9 * p["seconds"] / p["pixels"]
+            points.append(p)
+            log(f"  {kind:6s} {size:5d}px  {p['seconds']:8.3f} s  {p['ns_per_pixel']:8.1f} ns/pixel  "
+                f"peak {p['peak_memory_mb']:8.1f} MiB  ({gmacs:,.1f} GMACs)")
+    exponents = {k: {"time": fit_exponent([p for p in points if p["kind"] == k], "seconds"),
+                     "memory": fit_exponent([p for p in points if p["kind"] == k], "peak_memory_mb")} for k in kinds}
+    summary = {"device": device, "points": points, "skipped": skipped, "exponents": exponents}
+    (out / "scaling.json").write_text(json.dumps(summary, indent=2))
+    plot(points, out / "scaling.png")
+    return summary
+
+
+def plot(points: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for kind in KINDS:
+        pts = sorted((p for p in points if p["kind"] == kind), key=lambda p: p["pixels"])
+        if not pts:
+            continue
+        xs = [p["pixels"] for p in pts]
+        a.loglog(xs, [p["seconds"] for p in pts], marker="o", label=KINDS[kind])
+        b.loglog(xs, [max(p["peak_memory_mb"], 1e-3) for p in pts], marker="o", label=KINDS[kind])
+    if points:
+        x0 = min(p["pixels"] for p in points)
+        t0 = min(p["seconds"] for p in points)
+        a.loglog([x0, 2048 ** 2], [t0, t0 * 2048 ** 2 / x0], "k:", label="slope 1 (linear)")
+    a.set(xlabel="pixels", ylabel="seconds per forward_features", title="time")
+    b.set(xlabel="pixels", ylabel="peak memory (MiB)", title="memory")
+    a.legend(fontsize=8)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # one measurement point, run in its own process by run_study
+    kind, size, repeats, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    print(json.dumps(measure_point(kind, size, repeats, device)))

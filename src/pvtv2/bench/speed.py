@@ -1,0 +1,223 @@
+"""Throughput, latency and peak memory: ours against timm's ``pvt_v2_*`` with the same weights.
+
+Both models run in the same process, alternating, after warm-up; the reported speed-up is the
+ratio of medians (our images/s over the peer's), which is what survives a noisy shared machine.
+CUDA timings use events and synchronisation.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import ours_to_timm
+from ..factory import create_model
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Setting:
+    """One way to run a model: precision, memory format, compilation."""
+
+    dtype: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+    def label(self) -> str:
+        return "+".join([self.dtype] + (["channels_last"] if self.channels_last else []) + (["compile"] if self.compile else []))
+
+
+@dataclass
+class Case:
+    model: str = "pvt_v2_b0"
+    batch_size: int = 8
+    img_size: int = 224
+    mode: str = "infer"  # or "train"
+    device: str = "cpu"
+    ours: Setting = field(default_factory=Setting)
+    peer: Setting = field(default_factory=Setting)
+    repeats: int = 10
+    warmup: int = 3
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def timm_peer(ours: nn.Module, name: str) -> nn.Module:
+    """timm's model of the same variant, holding exactly our weights."""
+    import timm
+
+    peer = timm.create_model(name, num_classes=ours.num_classes)
+    peer.load_state_dict(ours_to_timm(ours.state_dict()))
+    return peer
+
+
+def _prepare(model: nn.Module, setting: Setting, device: torch.device) -> Callable:
+    model = model.to(device)
+    if setting.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if setting.compile:
+        model = torch.compile(model)
+    return model
+
+
+def _autocast(device: torch.device, dtype: str):
+    if DTYPES[dtype] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+
+
+def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, device: torch.device) -> Callable[[], Any]:
+    if setting.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if mode == "infer":
+        model.eval()
+
+        def step():
+            with torch.inference_mode(), _autocast(device, setting.dtype):
+                return model(x)
+        return step
+    model.train()
+    target = torch.arange(x.shape[0], device=device) % 1000
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    scaler = torch.amp.GradScaler(device.type) if setting.dtype == "fp16" else None
+
+    def step():
+        with _autocast(device, setting.dtype):
+            loss = F.cross_entropy(model(x), target)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        return loss
+    return step
+
+
+def _time_once(step: Callable, device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1000.0
+    t = time.perf_counter()
+    step()
+    return time.perf_counter() - t
+
+
+def _summary(times: list[float], batch: int) -> dict[str, float]:
+    med = statistics.median(times)
+    return {"median_s": med, "images_per_second": batch / med, "latency_ms": 1000 * med,
+            "min_s": min(times), "max_s": max(times)}
+
+
+def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Measure one case; returns our numbers, the peer's, their ratio and an output check."""
+    device = torch.device(case.device)
+    torch.manual_seed(seed)
+    ours_model = create_model(case.model)
+    contestants = {"ours": (ours_model, case.ours)}
+    if compare:
+        contestants["timm"] = (timm_peer(ours_model, case.model), case.peer)
+    x = torch.randn(case.batch_size, 3, case.img_size, case.img_size, generator=torch.Generator().manual_seed(seed)).to(device)
+
+    # Outputs first: the comparison only means something if both compute the same thing.
+    outputs = {}
+    for name, (model, setting) in contestants.items():
+        model.to(device).eval()
+        with torch.inference_mode(), _autocast(device, setting.dtype):
+            outputs[name] = model(x).float()
+    steps = {name: _step_fn(_prepare(m, s, device), x, s, case.mode, device) for name, (m, s) in contestants.items()}
+    for _ in range(case.warmup):
+        for step in steps.values():
+            step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    peak: dict[str, float] = {}
+    for _ in range(case.repeats):
+        for name, step in steps.items():  # alternate, so drifts in machine load hit both
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            times[name].append(_time_once(step, device))
+            if device.type == "cuda":
+                peak[name] = max(peak.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
+    result: dict[str, Any] = {"case": {**asdict(case), "ours": case.ours.label(), "peer": case.peer.label()}}
+    for name in steps:
+        result[name] = _summary(times[name], case.batch_size)
+        if name in peak:
+            result[name]["peak_memory_mb"] = peak[name]
+    if compare:
+        result["speedup_vs_timm"] = result["ours"]["images_per_second"] / result["timm"]["images_per_second"]
+        result["max_abs_diff"] = (outputs["ours"] - outputs["timm"]).abs().max().item()
+    return result
+
+
+def real_images(size: int, count: int = 16) -> torch.Tensor:
+    """A batch of real photographs (scikit-image's samples) with crops and flips, ImageNet-normalised."""
+    from skimage import data as skdata
+    from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    photos = [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket()]
+    batch = []
+    for i in range(count):
+        img = torch.from_numpy(photos[i % len(photos)]).permute(2, 0, 1).float() / 255
+        _, h, w = img.shape
+        s = min(h, w) * (1.0 - 0.1 * (i // len(photos)))  # centre crops of shrinking size
+        top, left = int((h - s) / 2), int((w - s) / 2)
+        img = img[:, top:top + int(s), left:left + int(s)]
+        if (i // len(photos)) % 2:
+            img = img.flip(-1)
+        batch.append(F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0])
+    x = torch.stack(batch)
+    mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None], torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
+    return (x - mean) / std
+
+
+def top1_agreement(model_name: str, setting: Setting, *, img_size: int = 224, device: str = "cpu", seed: int = 0) -> float:
+    """Fraction of real images whose top-1 class under ``setting`` equals the fp32 eager one."""
+    torch.manual_seed(seed)
+    dev = torch.device(device)
+    model = create_model(model_name).to(dev).eval()
+    x = real_images(img_size).to(dev)
+    with torch.inference_mode():
+        reference = model(x).argmax(1)
+        fast = _prepare(model, setting, dev)
+        xs = x.contiguous(memory_format=torch.channels_last) if setting.channels_last else x
+        with _autocast(dev, setting.dtype):
+            got = fast(xs).float().argmax(1)
+    return (got == reference).float().mean().item()
+
+
+def format_result(r: dict[str, Any]) -> str:
+    c = r["case"]
+    line = (f"{c['model']:13s} {c['mode']:5s} b{c['batch_size']:<4d} {c['img_size']}px  ours[{c['ours']}] "
+            f"{r['ours']['images_per_second']:8.1f} img/s {r['ours']['latency_ms']:8.1f} ms")
+    if "timm" in r:
+        line += (f" | timm[{c['peer']}] {r['timm']['images_per_second']:8.1f} img/s | ours/timm "
+                 f"{r['speedup_vs_timm']:.2f}x | max|diff| {r['max_abs_diff']:.1e}")
+    return line
+
+
+def dumps(results: list[dict[str, Any]]) -> str:
+    return json.dumps(results, indent=2, default=str)

@@ -1,0 +1,82 @@
+"""Measurement code: FLOPs against the paper, optimised paths against the reference path.
+(Timings themselves are reported by `pvtv2 bench`, never asserted.)"""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ALL_MODELS, randomize_
+
+import pvtv2
+from pvtv2.bench import PAPER_GFLOPS, count_flops
+from pvtv2.bench.scaling import estimate_gmacs, fit_exponent, measure_point
+from pvtv2.bench.speed import Case, Setting, run_case, top1_agreement
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_flops_reproduce_the_paper_table(name):
+    r = count_flops(pvtv2.create_model(name), 224)
+    assert round(r["flops"] / 1e9, 1) == PAPER_GFLOPS[name]
+    assert r["params"] == sum(p.numel() for p in pvtv2.create_model(name).parameters())
+
+
+def test_flops_count_by_hand_for_one_linear_layer():
+    """b0's stage-1 fc1 at 224: 56*56 tokens x 32 in x 256 out multiply-adds (no bias, as mmcv)."""
+    model = pvtv2.create_model("pvt_v2_b0")
+    fc1 = model.block1[0].mlp.fc1
+    seen = {}
+    handle = fc1.register_forward_hook(lambda m, i, o: seen.setdefault("n", i[0].numel() * m.out_features))
+    count_flops(model, 224)
+    handle.remove()
+    assert seen["n"] == 56 * 56 * 32 * 256
+
+
+def test_attention_flops_follow_the_official_formula():
+    # get_flops.py: sra_flops = 2 * h * w * (h // r) * (w // r) * dim per block
+    r = count_flops(pvtv2.create_model("pvt_v2_b2"), 224)["by_kind"]["attention"]
+    expected = sum(2 * (224 // s) ** 2 * ((224 // s) // ratio) ** 2 * dim * depth
+                   for s, ratio, dim, depth in zip((4, 8, 16, 32), (8, 4, 2, 1), (64, 128, 320, 512), (3, 4, 6, 3)))
+    assert r == expected
+    li = count_flops(pvtv2.create_model("pvt_v2_b2_li"), 224)["by_kind"]["attention"]
+    assert li == sum(2 * (224 // s) ** 2 * 49 * dim * depth for s, dim, depth in zip((4, 8, 16, 32), (64, 128, 320, 512), (3, 4, 6, 3)))
+
+
+def test_flops_cli_json():
+    res = subprocess.run([sys.executable, "-m", "pvtv2", "flops", "--model", "pvt_v2_b2_li", "--json"],
+                         capture_output=True, text=True, check=True)
+    row = json.loads(res.stdout)[0]
+    assert row["model"] == "pvt_v2_b2_li" and row["paper_gflops"] == 3.9 and round(row["gflops"], 1) == 3.9
+
+
+def test_scaling_estimates_and_fit():
+    assert estimate_gmacs("sra", 224) == pytest.approx(count_flops(pvtv2.create_model("pvt_v2_b2", num_classes=0))["flops"] / 1e9)
+    # Full attention grows quadratically in the pixels, linear SRA linearly.
+    assert estimate_gmacs("full", 896) / estimate_gmacs("full", 448) > 12
+    assert estimate_gmacs("linear", 896) / estimate_gmacs("linear", 448) == pytest.approx(4.0, rel=0.03)
+    pts = [{"size": s, "pixels": s * s, "seconds": 3e-9 * (s * s) ** 1.5} for s in (224, 448, 896)]
+    assert fit_exponent(pts, "seconds") == pytest.approx(1.5)
+    p = measure_point("linear", 64, repeats=1)
+    assert p["pixels"] == 4096 and p["seconds"] > 0
+
+
+def test_bench_case_checks_outputs_against_timm():
+    r = run_case(Case(model="pvt_v2_b0", batch_size=2, img_size=64, repeats=2, warmup=1))
+    assert r["max_abs_diff"] < 1e-4
+    assert r["ours"]["images_per_second"] > 0 and r["timm"]["images_per_second"] > 0
+    assert r["speedup_vs_timm"] == pytest.approx(r["ours"]["images_per_second"] / r["timm"]["images_per_second"])
+    t = run_case(Case(model="pvt_v2_b0", batch_size=2, img_size=64, mode="train", repeats=1, warmup=1), compare=False)
+    assert "timm" not in t and t["ours"]["median_s"] > 0
+
+
+def test_channels_last_path_matches_reference():
+    model = randomize_(pvtv2.create_model("pvt_v2_b1")).eval()
+    x = torch.randn(2, 3, 160, 128)
+    with torch.no_grad():
+        reference = model(x)
+        fast = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert (fast - reference).abs().max() < 1e-4
+
+
+def test_bf16_path_agrees_on_real_images():
+    assert top1_agreement("pvt_v2_b0", Setting("bf16"), img_size=96) >= 0.99
