@@ -21,15 +21,18 @@ def test_flops_reproduce_the_paper_table(name):
     assert r["params"] == sum(p.numel() for p in pvtv2.create_model(name).parameters())
 
 
-def test_flops_count_by_hand_for_one_linear_layer():
-    """b0's stage-1 fc1 at 224: 56*56 tokens x 32 in x 256 out multiply-adds (no bias, as mmcv)."""
+def test_linear_flops_counted_by_hand():
+    """b0 at 224: tokens x in x out multiply-adds for every linear layer (no bias, as mmcv)."""
     model = pvtv2.create_model("pvt_v2_b0")
-    fc1 = model.block1[0].mlp.fc1
-    seen = {}
-    handle = fc1.register_forward_hook(lambda m, i, o: seen.setdefault("n", i[0].numel() * m.out_features))
-    count_flops(model, 224)
-    handle.remove()
-    assert seen["n"] == 56 * 56 * 32 * 256
+    counted = count_flops(model, 224)["by_kind"]["linear"]
+    # Every other linear layer's count, computed independently from the shapes:
+    tokens = [56 * 56, 28 * 28, 14 * 14, 7 * 7]
+    kv_tokens = [7 * 7, 7 * 7, 7 * 7, 7 * 7]  # 56/8, 28/4, 14/2, 7/1
+    expected = 0
+    for n, m, c, hidden, depth in zip(tokens, kv_tokens, (32, 64, 160, 256), (256, 512, 640, 1024), (2, 2, 2, 2)):
+        expected += depth * (n * c * c + m * c * 2 * c + n * c * c + n * c * hidden + n * hidden * c)  # q, kv, proj, fc1, fc2
+    expected += 256 * 1000  # head
+    assert counted == expected
 
 
 def test_attention_flops_follow_the_official_formula():
