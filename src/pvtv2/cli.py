@@ -16,7 +16,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, fields, *, required=()
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
             continue
         kwargs = dict(default=f.default, help=f.metadata["help"],
-                      type=float if "float" in kind else int if kind.startswith("int") else str)
+                      type=float if "float" in kind else int if "int" in kind else str)
         for key in ("nargs", "choices"):
             if key in f.metadata:
                 kwargs[key] = f.metadata[key]
@@ -65,11 +65,54 @@ def cmd_predict(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from .data import make_classification_dataset
+    from .data import make_classification_dataset, make_segmentation_dataset
 
-    path = make_classification_dataset(args.out, classes=args.classes, train_per_class=args.train_per_class,
-                                       val_per_class=args.val_per_class, size=args.size, seed=args.seed)
-    print(f"wrote a {args.classes}-class dataset to {path}")
+    if args.task == "segment":
+        classes = args.classes if args.classes is not None else 4
+        path = make_segmentation_dataset(args.out, classes=classes, train_images=args.train_images,
+                                         val_images=args.val_images, size=args.size or 64, seed=args.seed)
+        print(f"wrote a {classes}-class segmentation dataset (ADE20K layout) to {path}")
+        return 0
+    classes = args.classes if args.classes is not None else 6
+    path = make_classification_dataset(args.out, classes=classes, train_per_class=args.train_per_class,
+                                       val_per_class=args.val_per_class, size=args.size or 48, seed=args.seed)
+    print(f"wrote a {classes}-class dataset to {path}")
+    return 0
+
+
+def cmd_segment_train(args) -> int:
+    from .segmentation import SegTrainConfig, train
+    from .segmentation.recipe import config_fields
+
+    cfg = SegTrainConfig(**{f.name: getattr(args, f.name) for f in config_fields() if f.name != "resume"},
+                         resume=args.resume)
+    result = train(cfg)
+    print(f"done: best mIoU {result['best_miou']:.2f}%; results in {result['output']}")
+    return 0
+
+
+def cmd_segment_eval(args) -> int:
+    from .segmentation.predict import evaluate_checkpoint, format_table
+
+    result = evaluate_checkpoint(args.data, args.checkpoint, split=args.split, mode=args.mode,
+                                 scale=tuple(args.scale) if args.scale else None, crop=args.crop,
+                                 reduce_zero_label=args.reduce_zero_label, device=args.device)
+    print(format_table(result))
+    _print_json(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_segment_predict(args) -> int:
+    from .segmentation.predict import predict
+
+    n = 0
+    for record in predict(args.inputs, args.checkpoint, args.out, mode=args.mode,
+                          scale=tuple(args.scale) if args.scale else None, crop=args.crop, device=args.device):
+        print(json.dumps(record), flush=True)
+        n += "error" not in record
+    print(f"wrote masks and overlays of {n} image(s) to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -203,13 +246,49 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("synth", help="generate a labelled dataset of shapes and textures (ImageFolder layout)")
     s.add_argument("--out", required=True)
-    s.add_argument("--task", default="classify", choices=["classify"])
-    s.add_argument("--classes", type=int, default=6, help="number of classes, 2-8")
-    s.add_argument("--train-per-class", type=int, default=300)
-    s.add_argument("--val-per-class", type=int, default=60)
-    s.add_argument("--size", type=int, default=48, help="image side in pixels")
+    s.add_argument("--task", default="classify", choices=["classify", "segment"],
+                   help="classify: ImageFolder of shapes; segment: ADE20K-style images + per-pixel labels")
+    s.add_argument("--classes", type=int, default=None,
+                   help="classify: number of classes, 2-8 (default 6); segment: background + shapes, 2-9 (default 4)")
+    s.add_argument("--train-per-class", type=int, default=300, help="classify: training images per class")
+    s.add_argument("--val-per-class", type=int, default=60, help="classify: validation images per class")
+    s.add_argument("--train-images", type=int, default=200, help="segment: training images")
+    s.add_argument("--val-images", type=int, default=40, help="segment: validation images")
+    s.add_argument("--size", type=int, default=None, help="image side in pixels (default 48 classify, 64 segment)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_synth)
+
+    from .segmentation.recipe import config_fields as seg_fields
+
+    p = sub.add_parser("segment", help="semantic segmentation with Semantic FPN: train, eval, predict")
+    ssub = p.add_subparsers(dest="segment_command", required=True)
+    s = ssub.add_parser("train", help="train Semantic FPN (official ADE20K 40k recipe by default)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_dataclass_flags(s, [f for f in seg_fields() if f.name != "resume"], required=("data",))
+    s.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="resume from a last.pt; without a value: OUTPUT/last.pt")
+    s.set_defaults(func=cmd_segment_train)
+    s = ssub.add_parser("eval", help="mIoU / mAcc / aAcc / per-class IoU of a checkpoint (table + JSON)")
+    s.add_argument("--data", required=True, help="ADE20K-style root (images/, annotations/) or images/ + masks/ folder")
+    s.add_argument("--checkpoint", required=True, help="a segmentation run's best.safetensors")
+    s.add_argument("--split", default="val", choices=["train", "val"])
+    s.add_argument("--mode", default="whole", choices=["whole", "slide"], help="whole-image or sliding-window inference")
+    s.add_argument("--scale", type=int, nargs=2, default=None, help="test rescale (default: the training scale)")
+    s.add_argument("--crop", type=int, default=None, help="sliding window size (default: the training crop)")
+    s.add_argument("--reduce-zero-label", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: as in training")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--json", default=None, help="also write the JSON result to this file")
+    s.set_defaults(func=cmd_segment_eval)
+    s = ssub.add_parser("predict", help="colour masks and overlays for images or folders; JSON lines")
+    s.add_argument("inputs", nargs="+", help="image files and/or folders")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--out", required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
+    s.add_argument("--mode", default="whole", choices=["whole", "slide"])
+    s.add_argument("--scale", type=int, nargs=2, default=None)
+    s.add_argument("--crop", type=int, default=None)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_segment_predict)
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src", help="file, folder or hub id")

@@ -35,24 +35,24 @@ class MetricsLog:
 
 
 def plot_curves(history: list[dict[str, Any]], path: str | Path, *, loss_keys=("train_loss", "val_loss"),
-                score_keys=("val_top1", "val_top5"), score_label: str = "accuracy (%)") -> None:
-    """Loss and score per epoch, two panels, as a PNG."""
+                score_keys=("val_top1", "val_top5"), score_label: str = "accuracy (%)", x_key: str = "epoch") -> None:
+    """Loss and score per epoch (or per ``x_key``), two panels, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in history]
+    epochs = [r[x_key] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for key in loss_keys:
         if any(key in r for r in history):
             a.plot(epochs, [r.get(key) for r in history], marker="o", label=key)
-    a.set(xlabel="epoch", ylabel="loss", title="loss")
+    a.set(xlabel=x_key, ylabel="loss", title="loss")
     a.legend()
     for key in score_keys:
         if any(key in r for r in history):
             b.plot(epochs, [r.get(key) for r in history], marker="o", label=key)
-    b.set(xlabel="epoch", ylabel=score_label, title=score_label)
+    b.set(xlabel=x_key, ylabel=score_label, title=score_label)
     b.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

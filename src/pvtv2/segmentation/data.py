@@ -1,0 +1,185 @@
+"""Segmentation data: ADE20K-style folders or image/mask pair folders, joint transforms,
+and skipping (with a count) of pairs that cannot be used."""
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch.utils.data import Dataset
+from torchvision.transforms import ColorJitter
+
+from ..classification.data import IMG_EXTENSIONS, DataError
+from .metrics import IGNORE_INDEX
+
+SPLITS = {"train": "training", "val": "validation"}
+
+
+def find_pairs(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Pair ``images/<stem>.*`` with ``masks/<stem>.png``; returns (pairs, problems)."""
+    if not images.is_dir():
+        raise DataError(f"{images}: no such image folder")
+    if not masks.is_dir():
+        raise DataError(f"{masks}: no such mask folder")
+    by_stem = {p.stem: p for p in masks.iterdir() if p.suffix.lower() == ".png"}
+    pairs, problems = [], []
+    for img in sorted(p for p in images.iterdir() if p.suffix.lower() in IMG_EXTENSIONS):
+        if img.stem in by_stem:
+            pairs.append((img, by_stem.pop(img.stem)))
+        else:
+            problems.append(f"{img}: no mask {masks / (img.stem + '.png')}")
+    problems += [f"{m}: no image for this mask" for m in by_stem.values()]
+    if not pairs:
+        raise DataError(f"no image/mask pairs in {images} and {masks}" + (f" ({problems[0]})" if problems else ""))
+    return pairs, problems
+
+
+def ade_pairs(root: str | Path, split: str) -> tuple[list[tuple[Path, Path]], list[str]]:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist; expected {root}/images/{{training,validation}} and "
+                        f"{root}/annotations/{{training,validation}} (generate an example: pvtv2 data synth --task segment)")
+    return find_pairs(root / "images" / SPLITS[split], root / "annotations" / SPLITS[split])
+
+
+def _normalize(img: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
+    return (img - mean) / std
+
+
+def rescale_size(h: int, w: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """MMSegmentation's keep-ratio rescale: fit the long side in ``max(scale)`` and the short in ``min(scale)``."""
+    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    return max(1, int(h * factor + 0.5)), max(1, int(w * factor + 0.5))
+
+
+class TrainTransform:
+    """Random resize (ratio 0.5-2.0 of ``scale``), random crop, flip, photometric distortion,
+    normalise; pads to the crop with 0 (image) and 255 (ignored label)."""
+
+    def __init__(self, scale: tuple[int, int], crop: int, ratio_range=(0.5, 2.0), cat_max_ratio: float = 1.0):
+        self.scale, self.crop, self.ratio_range, self.cat_max_ratio = scale, crop, ratio_range, cat_max_ratio
+        self.jitter = ColorJitter(brightness=32 / 255, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=18 / 360)
+
+    def _crop_box(self, label: np.ndarray, h: int, w: int) -> tuple[int, int, int, int]:
+        """A random crop; as MMSegmentation's RandomCrop, re-drawn up to 10 times while one
+        class covers more than ``cat_max_ratio`` of its labelled pixels."""
+        for _ in range(10 if self.cat_max_ratio < 1 else 1):
+            top, left = random.randint(0, max(0, h - self.crop)), random.randint(0, max(0, w - self.crop))
+            box = (left, top, min(w, left + self.crop), min(h, top + self.crop))
+            values, counts = np.unique(label[top:box[3], left:box[2]], return_counts=True)
+            counts = counts[values != IGNORE_INDEX]
+            if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
+                break
+        return box
+
+    def __call__(self, image: Image.Image, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        r = random.uniform(*self.ratio_range)
+        h, w = rescale_size(image.height, image.width, (int(self.scale[0] * r), int(self.scale[1] * r)))
+        image = image.resize((w, h), Image.BILINEAR)
+        target = Image.fromarray(mask).resize((w, h), Image.NEAREST)
+        box = self._crop_box(np.asarray(target), h, w)
+        image, target = image.crop(box), target.crop(box)
+        if random.random() < 0.5:
+            image, target = image.transpose(Image.FLIP_LEFT_RIGHT), target.transpose(Image.FLIP_LEFT_RIGHT)
+        img = _normalize(torch.from_numpy(np.asarray(self.jitter(image), dtype=np.float32) / 255).permute(2, 0, 1))
+        lab = torch.from_numpy(np.asarray(target, dtype=np.int64))
+        ph, pw = self.crop - img.shape[1], self.crop - img.shape[2]
+        if ph > 0 or pw > 0:
+            img = F.pad(img, (0, max(pw, 0), 0, max(ph, 0)), value=0.0)
+            lab = F.pad(lab, (0, max(pw, 0), 0, max(ph, 0)), value=IGNORE_INDEX)
+        return img, lab
+
+
+class EvalTransform:
+    """Keep-ratio resize to ``scale`` (whole-image inference); the label keeps its full size."""
+
+    def __init__(self, scale: tuple[int, int]):
+        self.scale = scale
+
+    def __call__(self, image: Image.Image, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = rescale_size(image.height, image.width, self.scale)
+        h, w = max(h, 32), max(w, 32)
+        img = np.asarray(image.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255
+        return _normalize(torch.from_numpy(img).permute(2, 0, 1)), torch.from_numpy(mask.astype(np.int64))
+
+
+class SegmentationDataset(Dataset):
+    """Image/mask pairs; a pair that cannot be used yields an error string instead of a crash."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], transform: Callable, num_classes: int, *,
+                 reduce_zero_label: bool = False):
+        self.pairs, self.transform, self.num_classes, self.reduce_zero_label = pairs, transform, num_classes, reduce_zero_label
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, i: int) -> tuple[Image.Image, np.ndarray]:
+        img_path, mask_path = self.pairs[i]
+        with Image.open(img_path) as im:
+            image = im.convert("RGB")
+        with Image.open(mask_path) as m:
+            if m.mode not in ("L", "P", "I", "I;16"):
+                raise ValueError(f"mask mode {m.mode}: expected a single-channel PNG of class indices")
+            mask = np.asarray(m).astype(np.int64)
+        if mask.shape != (image.height, image.width):
+            raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.width}x{image.height}")
+        if self.reduce_zero_label:  # ADE20K: 0 is "other" (ignored), 1..150 become 0..149
+            mask = np.where(mask == 0, IGNORE_INDEX, mask - 1)
+            mask[mask == IGNORE_INDEX - 1] = IGNORE_INDEX
+        bad = (mask >= self.num_classes) & (mask != IGNORE_INDEX) | (mask < 0)
+        if bad.any():
+            raise ValueError(f"label values {sorted(set(np.unique(mask[bad]).tolist()))[:5]} are out of range: "
+                             f"expected 0..{self.num_classes - 1} or {IGNORE_INDEX} (ignore)")
+        return image, mask.astype(np.uint8)
+
+    def __getitem__(self, item):
+        # ``(index, seed)`` from the training sampler: the sample's augmentation follows from its
+        # seed alone, whichever worker draws it, so a resumed run repeats the uninterrupted one.
+        i, seed = item if isinstance(item, tuple) else (item, None)
+        if seed is not None:
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
+        try:
+            image, mask = self.load(i)
+            img, lab = self.transform(image, mask)
+        except (OSError, ValueError, SyntaxError) as e:
+            return None, None, f"{self.pairs[i][0].name}: {e}"
+        return img, lab, None
+
+
+def collate_pairs(batch):
+    good = [(x, y) for x, y, err in batch if err is None]
+    errors = [err for _, _, err in batch if err is not None]
+    if not good:
+        return None, None, errors
+    xs, ys = zip(*good)
+    if len({x.shape for x in xs}) == 1:
+        return torch.stack(xs), torch.stack(ys), errors
+    return list(xs), list(ys), errors  # evaluation keeps each image at its own size
+
+
+def warn_problems(problems: list[str], where: str) -> None:
+    if problems:
+        warnings.warn(f"skipped {len(problems)} unusable image/mask pair(s) in {where}; first: {problems[0]}", stacklevel=2)
+
+
+def sliding_windows(h: int, w: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """Windows ``(top, left, bottom, right)`` covering an ``h x w`` image."""
+    rows = max(math.ceil((h - crop) / stride), 0) + 1
+    cols = max(math.ceil((w - crop) / stride), 0) + 1
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            top, left = min(r * stride, max(h - crop, 0)), min(c * stride, max(w - crop, 0))
+            out.append((top, left, min(top + crop, h), min(left + crop, w)))
+    return out

@@ -1,0 +1,125 @@
+"""Semantic FPN (Kirillov et al., Panoptic FPN) on a PVTv2 backbone.
+
+Backbone -> FPN neck (torchvision's, 256 channels, one output per stage) -> semantic head:
+each level goes through ``conv3x3-BN-ReLU (+2x upsample)`` blocks until stride 4, the levels
+are summed, then dropout 0.1, a 1x1 classifier, and bilinear upsampling to the input size.
+Widths follow MMSegmentation's ``fpn_r50.py`` used by whai362/PVT (neck 256, head 128).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import FeaturePyramidNetwork
+
+from ..checkpoint import LIBRARY_TAG, CheckpointError, _contiguous, atomic_write
+from ..factory import create_model
+from ..model import PyramidVisionTransformerV2
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SemanticFPNHead(nn.Module):
+    """Merge FPN levels (strides 4, 8, 16, 32) at stride 4 and classify every pixel."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, *, num_levels: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.scale_heads = nn.ModuleList()
+        for level in range(num_levels):
+            layers: list[nn.Module] = []
+            for k in range(max(1, level)):
+                layers.append(_conv_bn_relu(in_channels if k == 0 else channels, channels))
+                if level > 0:
+                    layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+            self.scale_heads.append(nn.Sequential(*layers))
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        out = self.scale_heads[0](features[0])
+        for head, feat in zip(self.scale_heads[1:], features[1:]):
+            # Odd input sizes make 2x upsampling overshoot stride 4 by a pixel: align to level 0.
+            out = out + F.interpolate(head(feat), size=out.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.dropout(out))
+
+
+class SemanticFPN(nn.Module):
+    """``(B, 3, H, W)`` -> per-pixel logits ``(B, num_classes, H, W)``."""
+
+    def __init__(self, backbone: PyramidVisionTransformerV2, num_classes: int, *, fpn_channels: int = 256,
+                 head_channels: int = 128, dropout: float = 0.1):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = FeaturePyramidNetwork(list(backbone.embed_dims), fpn_channels)
+        self.head = SemanticFPNHead(fpn_channels, head_channels, num_classes, dropout=dropout)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone.forward_features(x)
+        pyramid = self.neck(OrderedDict((str(i), f.contiguous()) for i, f in enumerate(feats)))
+        logits = self.head(list(pyramid.values()))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def create_segmenter(backbone_name: str, num_classes: int, *, pretrained_backbone: Any = None,
+                     drop_path_rate: float = 0.1, **overrides: Any) -> SemanticFPN:
+    """Semantic FPN with the PVTv2 variant ``backbone_name``; ``pretrained_backbone`` takes
+    anything :func:`pvtv2.create_model`'s ``pretrained`` takes (the classifier head is dropped)."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    backbone = create_model(backbone_name, num_classes=0, pretrained=pretrained_backbone,
+                            drop_path_rate=drop_path_rate, **overrides)
+    return SemanticFPN(backbone, num_classes)
+
+
+def save_segmenter(model: SemanticFPN, path: str | os.PathLike, *, class_names: list[str] | None = None,
+                   extra: dict[str, Any] | None = None) -> Path:
+    """Safetensors weights with the backbone config, class names and ``extra`` (scale, crop...)
+    in the metadata, so :func:`load_segmenter` rebuilds the model from the file alone."""
+    from safetensors.torch import save_file as st_save
+
+    names = class_names or getattr(model, "class_names", None) or [str(i) for i in range(model.num_classes)]
+    meta = {"library": LIBRARY_TAG, "task": "segment", "pvtv2_config": json.dumps(model.backbone.config.to_dict()),
+            "num_classes": str(model.num_classes), "class_names": json.dumps(list(names)),
+            "pvtv2_extra": json.dumps(extra or {})}
+    atomic_write(path, lambda tmp: st_save(_contiguous(model.state_dict()), tmp, metadata=meta))
+    return Path(path)
+
+
+def load_segmenter(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[SemanticFPN, dict[str, Any]]:
+    """Rebuild a segmenter written by :func:`save_segmenter` (e.g. a run's ``best.safetensors``);
+    returns ``(model in eval mode, metadata)`` with ``class_names`` and the training ``scale``/``crop``."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from ..model import PVTv2Config, PyramidVisionTransformerV2
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such segmentation checkpoint (a run writes OUTPUT/best.safetensors)")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read it as safetensors ({e}); is it truncated?") from None
+    if meta.get("task") != "segment":
+        raise CheckpointError(f"{path}: not a pvtv2 segmentation checkpoint (no 'task: segment' metadata); "
+                              f"it may be a classifier: use it as --pretrained backbone weights instead")
+    config = PVTv2Config.from_dict({**json.loads(meta["pvtv2_config"]), "num_classes": 0})
+    model = SemanticFPN(PyramidVisionTransformerV2(config), int(meta["num_classes"]))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the model in its metadata: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    info = {"class_names": json.loads(meta["class_names"]), **json.loads(meta.get("pvtv2_extra", "{}"))}
+    model.class_names = info["class_names"]
+    return model.eval().to(device), info

@@ -1,0 +1,257 @@
+"""``pvtv2 segment train``: iteration-based Semantic FPN training (MMSegmentation-style
+schedule: poly learning rate by iteration, evaluation every ``eval_interval`` iterations)."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+
+from ..checkpoint import atomic_write
+from ..classification.data import DataError
+from ..classification.train import TrainingError, _resolve_amp
+from ..engine import (DistEnv, MetricsLog, TrainingStateError, init_distributed, load_training_state, plot_curves,
+                      progress, save_training_state, seed_everything)
+from ..engine.distributed import cleanup_distributed
+from ..model import VARIANTS
+from .data import EvalTransform, SegmentationDataset, TrainTransform, ade_pairs, collate_pairs, warn_problems
+from .engine import autocast, evaluate
+from .metrics import IGNORE_INDEX, summarize
+from .model import create_segmenter, save_segmenter
+from .recipe import SegTrainConfig
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([p % 2**32 for p in parts]).generate_state(1)[0])
+
+
+class PassBatches(Sampler):
+    """The batches of one pass over the data for one process, from step ``start`` on.
+
+    Each element is ``(index, seed)``: the order and every sample's augmentation follow from
+    (run seed, pass, position), so training can resume at any iteration and repeat exactly.
+    """
+
+    def __init__(self, n: int, batch: int, *, seed: int, pass_index: int, start: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.seed, self.pass_index, self.start = n, batch, seed, pass_index, start
+        self.rank, self.world = rank, world
+
+    @staticmethod
+    def steps(n: int, batch: int, world: int) -> int:
+        return n // (batch * world)
+
+    def __len__(self) -> int:
+        return max(0, self.steps(self.n, self.batch, self.world) - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        g = torch.Generator().manual_seed(_seed(self.seed, 0, self.pass_index))
+        order = torch.randperm(self.n, generator=g).tolist()
+        per_step = self.batch * self.world
+        for step in range(self.start, self.steps(self.n, self.batch, self.world)):
+            first = step * per_step + self.rank * self.batch
+            yield [(order[first + j], _seed(self.seed, 1, self.pass_index, first + j)) for j in range(self.batch)]
+
+
+def resolve_classes(data: str | Path, num_classes: int | None) -> list[str]:
+    """Class names from ``DATA/synth.json`` or ``DATA/classes.json`` (a list), else ``0..N-1``."""
+    root = Path(data)
+    names = None
+    for meta in (root / "classes.json", root / "synth.json"):
+        if meta.is_file():
+            obj = json.loads(meta.read_text())
+            names = obj if isinstance(obj, list) else obj.get("classes")
+            if names:
+                break
+    if num_classes is None:
+        if not names:
+            raise DataError(f"{root}: how many classes? pass --num-classes (ADE20K: 150 with --reduce-zero-label) "
+                            f"or put a JSON list of class names in {root / 'classes.json'}")
+        return [str(n) for n in names]
+    if names and len(names) != num_classes:
+        raise DataError(f"--num-classes {num_classes} but {root} names {len(names)} classes")
+    return [str(n) for n in names] if names else [str(i) for i in range(num_classes)]
+
+
+def poly_lr(cfg: SegTrainConfig, it: int) -> float:
+    """MMSegmentation's poly policy (by iteration), after an optional linear warm-up."""
+    lr = (cfg.lr - cfg.min_lr) * (1 - it / cfg.iters) ** cfg.power + cfg.min_lr
+    if it < cfg.warmup_iters:
+        lr *= (it + 1) / cfg.warmup_iters
+    return lr
+
+
+def train(cfg: SegTrainConfig) -> dict[str, Any]:
+    env = init_distributed(cfg.device)
+    try:
+        return _train(cfg, env)
+    finally:
+        cleanup_distributed()
+
+
+def _check(cfg: SegTrainConfig, env: DistEnv) -> None:
+    if cfg.model not in VARIANTS:
+        raise ValueError(f"unknown model {cfg.model!r}; known models: {', '.join(VARIANTS)}")
+    if cfg.iters < 1:
+        raise ValueError(f"--iters must be at least 1, got {cfg.iters}")
+    if cfg.batch_size % env.world_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} is the total over {env.world_size} processes: "
+                         f"it must divide evenly")
+    if cfg.crop < 32:
+        raise ValueError(f"--crop must be at least 32 pixels (the model's minimum input), got {cfg.crop}")
+
+
+def _train(cfg: SegTrainConfig, env: DistEnv) -> dict[str, Any]:
+    _check(cfg, env)
+    amp = _resolve_amp(cfg.amp, env.device)
+    out = Path(cfg.output)
+    train_pairs, problems = ade_pairs(cfg.data, "train")
+    val_pairs, val_problems = ade_pairs(cfg.data, "val")
+    classes = resolve_classes(cfg.data, cfg.num_classes)
+    n_cls = len(classes)
+    if env.is_main:
+        warn_problems(problems + val_problems, cfg.data)
+    per_proc = cfg.batch_size // env.world_size
+    steps_per_pass = PassBatches.steps(len(train_pairs), per_proc, env.world_size)
+    if steps_per_pass == 0:
+        raise DataError(f"{cfg.data}: {len(train_pairs)} training pairs give no full batch of {cfg.batch_size}; "
+                        f"lower --batch-size")
+    train_set = SegmentationDataset(train_pairs, TrainTransform(tuple(cfg.scale), cfg.crop, tuple(cfg.ratio_range),
+                                                                cfg.cat_max_ratio),
+                                    n_cls, reduce_zero_label=cfg.reduce_zero_label)
+    val_set = SegmentationDataset(val_pairs, EvalTransform(tuple(cfg.scale)), n_cls, reduce_zero_label=cfg.reduce_zero_label)
+
+    seed_everything(cfg.seed)
+    pretrained = True if str(cfg.pretrained).lower() == "true" else cfg.pretrained
+    model = create_segmenter(cfg.model, n_cls, pretrained_backbone=pretrained, drop_path_rate=cfg.drop_path)
+    model.class_names = classes
+    if env.distributed and env.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # official: SyncBN in the heads
+    model.to(env.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(env.device.type) if amp == "fp16" else None
+
+    meta = {"task": "segment", "model": cfg.model, "classes": classes, "reduce_zero_label": cfg.reduce_zero_label}
+    start, best, history, window = 0, -1.0, [], {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0, "skipped": 0}
+    if cfg.resume:
+        path = out / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
+        state = load_training_state(path, expect=meta)
+        if state.get("iters") != cfg.iters:
+            raise TrainingStateError(f"--resume {path}: the run was planned for {state.get('iters')} iterations, "
+                                     f"now --iters {cfg.iters}; the poly schedule would differ")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start, best, history, window = state["iter"], state["best_miou"], state["history"], state["window"]
+        if env.is_main:
+            print(f"resumed from {path} at iteration {start}")
+
+    ddp_model = model
+    if env.distributed:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+    log = MetricsLog(out / "metrics.jsonl", history)
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        log.flush()  # on resume, drop any line written after the checkpoint
+        atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(
+            {**cfg.to_dict(), "classes": classes, "world_size": env.world_size, "amp_resolved": amp}, indent=2)))
+        print(f"training Semantic FPN + {cfg.model} on {len(train_pairs)} images, {n_cls} classes, "
+              f"{env.world_size} process(es), {cfg.iters} iterations of {cfg.batch_size} -> {out}", flush=True)
+
+    def save_state(it: int) -> None:
+        save_training_state(out / "last.pt", {
+            "meta": meta, "iter": it, "iters": cfg.iters, "best_miou": best, "history": log.history, "window": window,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict(),
+        })
+
+    it = start
+    bar = progress(range(start, cfg.iters), desc="train", total=cfg.iters - start, enabled=cfg.progress and env.is_main)
+    tick = time.perf_counter()
+    while it < cfg.iters:
+        pass_index, offset = divmod(it, steps_per_pass)
+        batches = PassBatches(len(train_set), per_proc, seed=cfg.seed, pass_index=pass_index, start=offset,
+                              rank=env.rank, world=env.world_size)
+        loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate_pairs,
+                            pin_memory=env.device.type == "cuda")
+        for images, labels, bad in loader:
+            seed_everything(_seed(cfg.seed, 2, it, env.rank))  # dropout / drop path of this iteration
+            lr = poly_lr(cfg, it)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            window["skipped"] += len(bad)
+            if images is not None:
+                images = images.to(env.device, non_blocking=True)
+                labels = labels.to(env.device, non_blocking=True)
+                with autocast(env.device, amp):
+                    logits = ddp_model(images)
+                loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+                value = loss.item()
+                if not math.isfinite(value):
+                    kept = out / "last.pt"
+                    raise TrainingError(f"loss is {value} at iteration {it}; training stopped. "
+                                        + (f"The last good checkpoint is {kept}; " if kept.exists() else "")
+                                        + "try a lower --lr or --clip-grad 1.0")
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    if cfg.clip_grad:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    if cfg.clip_grad:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    optimizer.step()
+                window["loss_sum"] += value
+                window["steps"] += 1
+                window["images"] += len(images) * env.world_size
+                bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+            it += 1
+            bar.update(1)
+            now = time.perf_counter()
+            window["seconds"] += now - tick
+            tick = now
+            evaluate_now = it % cfg.eval_interval == 0 or it == cfg.iters
+            if evaluate_now:
+                res = evaluate(model, val_set, n_cls, env=env, amp=amp, mode=cfg.eval_mode, crop=cfg.crop,
+                               show_progress=cfg.progress)
+                scores = summarize(res["confusion"], classes)
+                steps = max(window["steps"], 1)
+                record = {"iter": it, "train_loss": round(window["loss_sum"] / steps, 6), "lr": lr,
+                          "mIoU": round(scores["mIoU"], 4), "mAcc": round(scores["mAcc"], 4),
+                          "aAcc": round(scores["aAcc"], 4), "seconds": round(window["seconds"], 3),
+                          "images_per_second": round(window["images"] / max(window["seconds"], 1e-9), 2),
+                          "skipped_images": window["skipped"] + res["skipped_count"]}
+                window = {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0, "skipped": 0}
+                if env.is_main:
+                    if record["mIoU"] > best:
+                        best = record["mIoU"]
+                        save_segmenter(model, out / "best.safetensors", class_names=classes,
+                                       extra={"iter": it, "mIoU": best, "scale": list(cfg.scale), "crop": cfg.crop,
+                                              "reduce_zero_label": cfg.reduce_zero_label})
+                    log.append(record)
+                    plot_curves(log.history, out / "curves.png", loss_keys=("train_loss",), score_keys=("mIoU", "mAcc"),
+                                score_label="score (%)", x_key="iter")
+                    bar.write(f"iter {it}: train_loss {record['train_loss']:.4f}  mIoU {record['mIoU']:.2f}  "
+                              f"mAcc {record['mAcc']:.2f}  aAcc {record['aAcc']:.2f}  lr {lr:.2e}  "
+                              f"{record['images_per_second']:.1f} img/s")
+                tick = time.perf_counter()  # evaluation time is not training time
+            if env.is_main and (evaluate_now or it % cfg.checkpoint_interval == 0):
+                save_state(it)
+            if it >= cfg.iters:
+                break
+        env.barrier()
+    bar.close()
+    last = log.history[-1] if log.history else {}
+    return {"output": str(out), "last": last, "best_miou": best, "best": str(out / "best.safetensors"),
+            "metrics": str(out / "metrics.jsonl")}
