@@ -1,0 +1,81 @@
+"""PVTv2 + FPN backbones for torchvision's detectors (RetinaNet, Faster R-CNN, Mask R-CNN).
+
+Only the glue is ours: the FPN, anchor generators, heads, RoI ops, losses and box coding
+are torchvision's. The necks follow whai362/PVT ``detection/configs``:
+
+* RetinaNet (``retinanet_pvt_v2_*_fpn_1x_coco.py``): FPN over stages 2-4 (``start_level=1``),
+  256 channels, P6/P7 from stage 4's map (``add_extra_convs='on_input'``), 5 levels P3-P7.
+* Faster/Mask R-CNN (``mask_rcnn_pvt_v2_*_fpn_1x_coco.py``): FPN over all 4 stages, 256
+  channels, P6 by max-pooling P5 (``num_outs=5``), 5 levels P2-P6.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+from ..factory import create_model
+from ..model import PyramidVisionTransformerV2
+
+KINDS = ("retinanet", "fasterrcnn", "maskrcnn")
+
+
+class PVTv2FPN(nn.Module):
+    """PVTv2 stages ``first_stage..4`` -> FPN -> ``OrderedDict`` of maps with ``out_channels``
+    channels each, keyed ``"0", "1", ...`` then the extra levels (``"pool"`` or ``"p6", "p7"``)."""
+
+    def __init__(self, body: PyramidVisionTransformerV2, *, first_stage: int = 1, out_channels: int = 256,
+                 extra: str = "maxpool"):
+        super().__init__()
+        self.body = body
+        self.first_stage = first_stage
+        in_channels = list(body.embed_dims)[first_stage - 1:]
+        if extra == "maxpool":
+            extra_blocks = LastLevelMaxPool()
+        elif extra == "p6p7":
+            extra_blocks = LastLevelP6P7(in_channels[-1], out_channels)  # from C5: mmdet's 'on_input'
+        else:
+            raise ValueError(f"extra levels must be 'maxpool' or 'p6p7', got {extra!r}")
+        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=extra_blocks)
+        self.out_channels = out_channels
+        self.strides = [2 ** (s + 1) for s in range(first_stage, 5)] + (
+            [64] if extra == "maxpool" else [64, 128])
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        feats = self.body.forward_features(x)[self.first_stage - 1:]
+        return self.fpn(OrderedDict((str(i), f.contiguous()) for i, f in enumerate(feats)))
+
+
+def create_backbone(backbone_name: str, kind: str, *, pretrained_backbone: Any = None, drop_path_rate: float = 0.1,
+                    **overrides: Any) -> PVTv2FPN:
+    body = create_model(backbone_name, num_classes=0, pretrained=pretrained_backbone, drop_path_rate=drop_path_rate,
+                        **overrides)
+    if kind == "retinanet":
+        return PVTv2FPN(body, first_stage=2, extra="p6p7")
+    return PVTv2FPN(body, first_stage=1, extra="maxpool")
+
+
+def create_detector(kind: str, backbone_name: str, num_classes: int, *, pretrained_backbone: Any = None,
+                    drop_path_rate: float = 0.1, min_size: int | tuple[int, ...] = 800, max_size: int = 1333,
+                    **kwargs: Any) -> nn.Module:
+    """A torchvision detector on a PVTv2 + FPN backbone.
+
+    ``kind``: ``retinanet``, ``fasterrcnn`` or ``maskrcnn``. ``num_classes`` counts the object
+    categories; targets use labels ``1..num_classes`` (0 is the background, as torchvision).
+    ``min_size``/``max_size``: the 1333x800-style test resize of the official configs.
+    Other keyword arguments go to the torchvision model (score thresholds, NMS...).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown detector kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1 (object categories, without background), got {num_classes}")
+    backbone = create_backbone(backbone_name, kind, pretrained_backbone=pretrained_backbone, drop_path_rate=drop_path_rate)
+    cls = {"retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN}[kind]
+    model = cls(backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, **kwargs)
+    model.kind, model.backbone_name, model.num_object_classes = kind, backbone_name, num_classes
+    return model
