@@ -12,4 +12,4 @@ $PV bench --model pvt_v2_b0 --mode train --batch-size 16 --repeats 10 --json "$O
 $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16 --peer-eager-fp32 --agreement --json "$OUT/bf16_b2_b8.json"
 $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --compile --peer-eager-fp32 --agreement --json "$OUT/compile_fp32_b2_b8.json"
 $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16 --compile --peer-eager-fp32 --agreement --json "$OUT/compile_bf16_b2_b8.json"
-$PV bench --scaling --out "$OUT/scaling" --budget-gmacs 1400 --repeats 2
+$PV bench --scaling --out "$OUT/scaling" --budget-gmacs 1400 --repeats 3

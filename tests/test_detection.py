@@ -74,3 +74,355 @@ def test_pretrained_backbone_and_errors(tmp_path):
         create_detector("yolo", "pvt_v2_b0", 3)
     with pytest.raises(ValueError, match="at least 1"):
         create_detector("retinanet", "pvt_v2_b0", 0)
+
+
+# -- data ------------------------------------------------------------------------------
+import copy
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from pvtv2.classification.data import DataError
+from pvtv2.data import make_detection_dataset
+from pvtv2.detection import CocoDetection, coco_evaluate, load_detector
+from pvtv2.detection.data import load_coco
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def coco_shapes(tmp_path_factory):
+    return make_detection_dataset(tmp_path_factory.mktemp("det"), classes=3, train_images=12, val_images=6,
+                                  size=96, seed=0, progress=False)
+
+
+def test_synthetic_coco_set_is_consistent(coco_shapes):
+    data = json.loads((coco_shapes / "annotations" / "instances_train2017.json").read_text())
+    assert [c["name"] for c in data["categories"]] == ["circle", "square", "triangle"]
+    assert len(data["images"]) == 12 and len(data["annotations"]) >= 12
+    for ann in data["annotations"]:
+        mask = mask_utils.decode(ann["segmentation"])
+        assert mask.sum() == ann["area"] >= 40
+        ys, xs = np.nonzero(mask)
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+    # Visible masks of one image never overlap (later shapes hide earlier ones).
+    by_image = {}
+    for ann in data["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(mask_utils.decode(ann["segmentation"]).astype(int))
+    assert all(sum(ms).max() == 1 for ms in by_image.values())
+
+
+def test_dataset_targets_and_flip(coco_shapes):
+    ds = CocoDetection(coco_shapes / "train2017", coco_shapes / "annotations" / "instances_train2017.json",
+                       train=True, masks=True, flip_prob=0.0)
+    flipped = CocoDetection(coco_shapes / "train2017", coco_shapes / "annotations" / "instances_train2017.json",
+                            train=True, masks=True, flip_prob=1.0)
+    assert ds.class_names == ["circle", "square", "triangle"] and ds.cat_ids == [1, 2, 3]
+    for i in range(4):
+        img, t, err = ds[i]
+        fimg, ft, _ = flipped[i]
+        assert err is None and img.shape == (3, 96, 96) and img.max() <= 1
+        assert t["labels"].min() >= 1 and t["labels"].max() <= 3
+        assert t["masks"].shape == (len(t["boxes"]), 96, 96)
+        for box, mask in zip(t["boxes"], t["masks"]):  # each box is its mask's extent
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+        assert torch.equal(fimg, img.flip(-1)) and torch.equal(ft["masks"], t["masks"].flip(-1))
+        assert torch.allclose(ft["boxes"][:, [0, 2]], 96 - t["boxes"][:, [2, 0]])
+
+
+def _write(tmp_path, data) -> Path:
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_broken_annotation_files_get_clear_errors(coco_shapes, tmp_path):
+    good = json.loads((coco_shapes / "annotations" / "instances_train2017.json").read_text())
+    for key in ("images", "annotations", "categories"):
+        bad = {k: v for k, v in good.items() if k != key}
+        with pytest.raises(DataError, match=f"missing top-level key\\(s\\) \\['{key}'\\]"):
+            load_coco(_write(tmp_path, bad))
+    (tmp_path / "not.json").write_text("{ nope")
+    with pytest.raises(DataError, match="not a readable JSON"):
+        load_coco(tmp_path / "not.json")
+    bad = copy.deepcopy(good)
+    del bad["images"][0]["width"]
+    with pytest.raises(DataError, match=r"images\[0\] lacks \['width'\]"):
+        load_coco(_write(tmp_path, bad))
+    with pytest.raises(DataError, match="no such annotation file"):
+        from pvtv2.detection.data import coco_paths
+        coco_paths(tmp_path / "nowhere", "train")
+
+
+def test_bad_annotations_and_images_are_skipped_with_a_count(coco_shapes, tmp_path):
+    data = json.loads((coco_shapes / "annotations" / "instances_train2017.json").read_text())
+    anns = data["annotations"]
+    first = {a["image_id"]: a for a in reversed(anns)}
+    anns.append({**first[1], "id": 9001, "bbox": [500, 500, 10, 10]})           # outside the 96x96 image
+    anns.append({**first[1], "id": 9002, "bbox": [10, 10, 0, 5]})               # zero area
+    anns.append({**first[1], "id": 9003, "category_id": 77})                    # unknown category
+    anns.append({**first[1], "id": 9004, "iscrowd": 1})                         # crowd: not a training target
+    anns.append({**first[2], "id": 9005, "bbox": [-20, -20, 40, 40]})           # partly outside: clipped
+    data["images"].append({"id": 999, "file_name": "missing.png", "width": 96, "height": 96})
+    data["images"].append({"id": 1000, "file_name": "00000.png", "width": 96, "height": 96})  # no annotations
+    path = _write(tmp_path, data)
+    ds = CocoDetection(coco_shapes / "train2017", path, train=True, masks=True, flip_prob=0.0)
+    assert len(ds.problems["annotations"]) == 3
+    assert any("outside the 96x96 image" in p for p in ds.problems["annotations"])
+    assert any("zero-area box" in p for p in ds.problems["annotations"])
+    assert any("unknown category id 77" in p for p in ds.problems["annotations"])
+    assert ds.problems["missing_images"] == [str(coco_shapes / "train2017" / "missing.png")]
+    assert ds.problems["no_annotations"] == ["00000.png"]
+    assert len(ds) == 12
+    with pytest.warns(UserWarning, match="3 annotations, 1 missing images, 1 no annotations"):
+        ds.warn()
+    n1 = sum(1 for a in anns if a["image_id"] == 1 and a["id"] < 9000)
+    assert len(ds[0][1]["boxes"]) == n1  # the crowd and the three broken ones are not targets
+    clipped = ds[1][1]["boxes"]
+    assert clipped.min() >= 0 and [0.0, 0.0, 20.0, 20.0] in clipped.tolist()
+    # For evaluation the image without annotations stays (a true negative for COCO).
+    assert len(CocoDetection(coco_shapes / "train2017", path, train=False)) == 13
+
+
+# -- evaluation ------------------------------------------------------------------------
+def test_coco_eval_matches_pycocotools(coco_shapes):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    import contextlib, io
+
+    ann = coco_shapes / "annotations" / "instances_val2017.json"
+    coco = load_coco(ann)
+    g = np.random.default_rng(0)
+    results = []
+    for a in coco.dataset["annotations"]:
+        x, y, w, h = a["bbox"]
+        jitter = g.normal(0, 3, 4)
+        results.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": float(g.uniform(0.3, 1)),
+                        "bbox": [x + jitter[0], y + jitter[1], w + jitter[2], h + jitter[3]], "segmentation": a["segmentation"]})
+    results.append({"image_id": 1, "category_id": 2, "score": 0.9, "bbox": [0, 0, 30, 30]})  # a false positive
+    ours = coco_evaluate(coco, [r for r in results if "segmentation" in r] + results[-1:], ("bbox",))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann))
+        ev = COCOeval(gt, gt.loadRes([{k: v for k, v in r.items() if k != "segmentation"} for r in results]), "bbox")
+        ev.evaluate(); ev.accumulate(); ev.summarize()
+    assert list(ours["bbox"]["stats"].values()) == pytest.approx(list(ev.stats), abs=1e-12)
+    assert 0.3 < ours["bbox"]["stats"]["AP"] < 1 and ours["bbox"]["summary"].count("Average") == 12
+    perfect = coco_evaluate(coco, [{**r, "bbox": a["bbox"], "score": 1.0} for r, a in zip(results, coco.dataset["annotations"])],
+                            ("bbox", "segm"))
+    assert perfect["bbox"]["stats"]["AP"] == pytest.approx(1.0) and perfect["segm"]["stats"]["AP"] == pytest.approx(1.0)
+    assert coco_evaluate(coco, [], ("bbox",))["bbox"]["stats"]["AP50"] == 0.0
+
+
+# -- training, evaluation, prediction --------------------------------------------------
+import hashlib
+import signal
+import time
+
+from pvtv2.checkpoint import CheckpointError
+from pvtv2.detection import DetTrainConfig, evaluate_checkpoint, predict, train
+from pvtv2.detection.train import step_lr
+from pvtv2.engine import TrainingStateError
+
+VENV_BIN = Path(sys.executable).parent
+# RetinaNet on 128-pixel generated images: the official recipe with a shorter schedule.
+FAST = dict(kind="retinanet", model="pvt_v2_b0", batch_size=4, lr=2e-4, clip_grad=10.0, warmup_iters=60,
+            min_size=128, max_size=128, drop_path=0.0, workers=1, device="cpu", progress=False)
+
+
+def cli_args(cfg: dict) -> list[str]:
+    args = []
+    for k, v in cfg.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            args.append(flag if v else "--no-" + k.replace("_", "-"))
+        elif isinstance(v, (tuple, list)):
+            args += [flag, *map(str, v)]
+        else:
+            args += [flag, str(v)]
+    return args
+
+
+def pvtv2_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pvtv2", *args]
+
+
+@pytest.fixture(scope="module")
+def shapes128(tmp_path_factory):
+    return make_detection_dataset(tmp_path_factory.mktemp("det128"), classes=3, train_images=120, val_images=30,
+                                  size=128, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(shapes128, tmp_path_factory):
+    out = tmp_path_factory.mktemp("detrun")
+    return out, train(DetTrainConfig(data=str(shapes128), output=str(out), epochs=10, steps=(8, 9), **FAST))
+
+
+def test_schedule_is_mmdetections_1x():
+    cfg = DetTrainConfig(kind="maskrcnn").resolved()
+    assert cfg.lr == 2e-4 and DetTrainConfig(kind="retinanet").resolved().lr == 1e-4
+    assert step_lr(cfg, 0, 0) == pytest.approx(2e-4 * 0.001)
+    assert step_lr(cfg, 0, 250) == pytest.approx(2e-4 * (1 - 0.999 * 0.5))
+    assert step_lr(cfg, 7, 10_000) == pytest.approx(2e-4)
+    assert step_lr(cfg, 8, 10_000) == pytest.approx(2e-5) and step_lr(cfg, 11, 10_000) == pytest.approx(2e-6)
+
+
+@pytest.mark.slow
+def test_short_training_reaches_ap50(trained, shapes128):
+    out, result = trained
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == list(range(10))
+    assert {"train_loss", "loss_classification", "loss_bbox_regression", "lr", "bbox_AP", "bbox_AP50",
+            "epoch_seconds", "images_per_second"} <= set(lines[0])
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    assert max(r["bbox_AP50"] for r in lines) > 0.5, lines
+    assert (out / "curves.png").exists() and (out / "last.pt").exists()
+    model, info = load_detector(out / "best.safetensors")
+    assert info["class_names"] == ["circle", "square", "triangle"] and info["cat_ids"] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_eval_matches_pycocotools_on_the_same_detections(trained, shapes128, tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    import contextlib, io
+
+    out, result = trained
+    res = subprocess.run(pvtv2_cmd("detect", "eval", "--data", str(shapes128), "--checkpoint", str(out / "best.safetensors"),
+                                   "--device", "cpu", "--results", str(tmp_path / "dets.json"), "--json", str(tmp_path / "e.json")),
+                         env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("Average Precision") == 6 and res.stdout.count("Average Recall") == 6
+    ours = json.loads((tmp_path / "e.json").read_text())
+    assert ours["bbox"]["stats"]["AP"] == pytest.approx(result["best_ap"], abs=1e-4)
+    ann = shapes128 / "annotations" / "instances_val2017.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "dets.json")), "bbox")
+        ev.evaluate(); ev.accumulate(); ev.summarize()
+    assert list(ours["bbox"]["stats"].values()) == pytest.approx(list(ev.stats), abs=1e-12)
+
+
+@pytest.mark.slow
+def test_predict_writes_detections_and_pictures(trained, shapes128, tmp_path):
+    out, _ = trained
+    images = sorted((shapes128 / "val2017").iterdir())[:3]
+    records = list(predict(images, out / "best.safetensors", tmp_path / "pred", score_thresh=0.3, progress_bar=False))
+    assert len(records) == 3 and any(r["detections"] for r in records)
+    for r in records:
+        assert Image.open(r["image"]).size == (128, 128)
+        for d in r["detections"]:
+            assert d["class"] in {"circle", "square", "triangle"} and d["score"] >= 0.3
+            x0, y0, x1, y1 = d["box"]
+            assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
+    res = subprocess.run(pvtv2_cmd("detect", "predict", str(images[0]), "--checkpoint", str(out / "best.safetensors"),
+                                   "--out", str(tmp_path / "cli")), env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.splitlines()[0])["image"].endswith("_det.png")
+
+
+def _hash_model(path: Path) -> str:
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode() + state[k].numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_exactly(coco_shapes, tmp_path):
+    recipe = {**FAST, "data": str(coco_shapes), "batch_size": 2, "epochs": 3, "min_size": 96, "max_size": 96,
+              "drop_path": 0.1, "workers": 2}
+    straight = subprocess.run(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(tmp_path / "straight")})),
+                              env=ENV, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(out)})), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics, deadline = out / "metrics.jsonl", time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1 and (out / "last.pt").exists()):
+        assert proc.poll() is None and time.time() < deadline, "training ended before its first epoch was saved"
+        time.sleep(0.02)
+    time.sleep(json.loads(metrics.read_text().splitlines()[0])["epoch_seconds"] * 0.4)  # inside epoch 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0, "the kill was meant to land in epoch 1"
+    res = subprocess.run(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(out)}), "--resume"),
+                         env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "resumed from" in res.stdout and "at epoch 1" in res.stdout
+    assert _hash_model(out / "last.pt") == _hash_model(tmp_path / "straight" / "last.pt")
+    key = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("epoch_seconds", "images_per_second")}
+    assert [key(l) for l in metrics.read_text().splitlines()] == \
+        [key(l) for l in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_mask_rcnn(coco_shapes, tmp_path):
+    out = tmp_path / "ddp"
+    recipe = {**FAST, "kind": "maskrcnn", "data": str(coco_shapes), "batch_size": 4, "epochs": 1, "min_size": 96,
+              "max_size": 96, "workers": 0, "output": str(out)}
+    res = subprocess.run([str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "pvtv2", "detect",
+                          "train", *cli_args(recipe)], env=ENV, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "2 process(es)" in res.stdout
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and {"loss_mask", "bbox_AP", "segm_AP", "segm_AP50"} <= set(lines[0])
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    model, info = load_detector(out / "best.safetensors")
+    assert info["kind"] == "maskrcnn" and model.roi_heads.mask_predictor is not None
+
+
+def test_training_errors(coco_shapes, tmp_path):
+    base = {**FAST, "output": str(tmp_path / "o"), "epochs": 1}
+    with pytest.raises(DataError, match="no such annotation file"):
+        train(DetTrainConfig(data=str(tmp_path / "nope"), **base))
+    with pytest.raises(ValueError, match="unknown model"):
+        train(DetTrainConfig(data=str(coco_shapes), **{**base, "model": "resnet50"}))
+    with pytest.raises(DataError, match="no full batch"):
+        train(DetTrainConfig(data=str(coco_shapes), **{**base, "batch_size": 64}))
+    empty = json.loads((coco_shapes / "annotations" / "instances_train2017.json").read_text())
+    empty["annotations"] = []
+    with pytest.raises(DataError, match="no usable images.*12 no annotations"):
+        CocoDetection(coco_shapes / "train2017", _write(tmp_path, empty), train=True)
+
+
+@pytest.mark.slow
+def test_nan_loss_and_incompatible_resume(coco_shapes, tmp_path):
+    out = tmp_path / "o"
+    base = {**FAST, "data": str(coco_shapes), "output": str(out), "batch_size": 4, "min_size": 96, "max_size": 96,
+            "workers": 0}
+    train(DetTrainConfig(epochs=1, **base))
+    before = _hash_model(out / "last.pt")
+    with pytest.raises(TrainingStateError, match="kind is 'retinanet' in the checkpoint but 'fasterrcnn' now"):
+        train(DetTrainConfig(epochs=2, resume="auto", **{**base, "kind": "fasterrcnn"}))
+    from pvtv2.classification import TrainingError
+    with pytest.raises(TrainingError, match="loss is (nan|inf).*last good checkpoint"):
+        train(DetTrainConfig(epochs=2, **{**base, "lr": 1e30, "warmup_iters": 0, "clip_grad": 0.0}))
+    assert _hash_model(out / "last.pt") == before
+
+
+def test_classifier_file_is_not_a_detector(tmp_path):
+    pvtv2.save_pretrained(pvtv2.create_model("pvt_v2_b0", num_classes=3), tmp_path / "clf")
+    with pytest.raises(CheckpointError, match="not a pvtv2 detection checkpoint"):
+        load_detector(tmp_path / "clf" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="no such detection checkpoint"):
+        load_detector(tmp_path / "none.safetensors")
+
+
+def test_synth_cli_writes_a_coco_set(tmp_path):
+    res = subprocess.run(pvtv2_cmd("data", "synth", "--task", "detect", "--out", str(tmp_path / "s"), "--classes", "2",
+                                   "--train-images", "3", "--val-images", "2", "--size", "64"),
+                         env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "s" / "annotations" / "instances_val2017.json").read_text())
+    assert len(data["images"]) == 2 and [c["name"] for c in data["categories"]] == ["circle", "square"]
+    assert len(list((tmp_path / "s" / "train2017").iterdir())) == 3

@@ -67,6 +67,14 @@ def cmd_predict(args) -> int:
 def cmd_synth(args) -> int:
     from .data import make_classification_dataset, make_segmentation_dataset
 
+    if args.task == "detect":
+        from .data import make_detection_dataset
+
+        classes = args.classes if args.classes is not None else 3
+        path = make_detection_dataset(args.out, classes=classes, train_images=args.train_images,
+                                      val_images=args.val_images, size=args.size or 128, seed=args.seed)
+        print(f"wrote a {classes}-class COCO-format detection dataset to {path}")
+        return 0
     if args.task == "segment":
         classes = args.classes if args.classes is not None else 4
         path = make_segmentation_dataset(args.out, classes=classes, train_images=args.train_images,
@@ -77,6 +85,42 @@ def cmd_synth(args) -> int:
     path = make_classification_dataset(args.out, classes=classes, train_per_class=args.train_per_class,
                                        val_per_class=args.val_per_class, size=args.size or 48, seed=args.seed)
     print(f"wrote a {classes}-class dataset to {path}")
+    return 0
+
+
+def cmd_detect_train(args) -> int:
+    from .detection import DetTrainConfig, train
+    from .detection.recipe import config_fields
+
+    cfg = DetTrainConfig(**{f.name: getattr(args, f.name) for f in config_fields() if f.name != "resume"},
+                         resume=args.resume)
+    result = train(cfg)
+    print(f"done: best box AP {result['best_ap']:.3f}; results in {result['output']}")
+    return 0
+
+
+def cmd_detect_eval(args) -> int:
+    from .detection.predict import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.data, args.checkpoint, split=args.split, images=args.images, ann=args.ann,
+                                 device=args.device, batch_size=args.batch_size, results_file=args.results)
+    for iou_type in ("bbox", "segm"):
+        if iou_type in result:
+            print(f"{iou_type}:\n{result[iou_type]['summary']}")
+    _print_json({k: ({"stats": v["stats"]} if isinstance(v, dict) else v) for k, v in result.items()})
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_detect_predict(args) -> int:
+    from .detection.predict import predict
+
+    n = 0
+    for record in predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh, device=args.device):
+        print(json.dumps(record), flush=True)
+        n += "error" not in record
+    print(f"wrote detections of {n} image(s) to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -246,19 +290,50 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("synth", help="generate a labelled dataset of shapes and textures (ImageFolder layout)")
     s.add_argument("--out", required=True)
-    s.add_argument("--task", default="classify", choices=["classify", "segment"],
-                   help="classify: ImageFolder of shapes; segment: ADE20K-style images + per-pixel labels")
+    s.add_argument("--task", default="classify", choices=["classify", "segment", "detect"],
+                   help="classify: ImageFolder of shapes; segment: ADE20K-style images + per-pixel labels; "
+                        "detect: COCO-format boxes + instance masks")
     s.add_argument("--classes", type=int, default=None,
-                   help="classify: number of classes, 2-8 (default 6); segment: background + shapes, 2-9 (default 4)")
+                   help="classify: number of classes, 2-8 (default 6); segment: background + shapes, 2-9 "
+                        "(default 4); detect: 1-8 (default 3)")
     s.add_argument("--train-per-class", type=int, default=300, help="classify: training images per class")
     s.add_argument("--val-per-class", type=int, default=60, help="classify: validation images per class")
-    s.add_argument("--train-images", type=int, default=200, help="segment: training images")
-    s.add_argument("--val-images", type=int, default=40, help="segment: validation images")
-    s.add_argument("--size", type=int, default=None, help="image side in pixels (default 48 classify, 64 segment)")
+    s.add_argument("--train-images", type=int, default=200, help="segment, detect: training images")
+    s.add_argument("--val-images", type=int, default=40, help="segment, detect: validation images")
+    s.add_argument("--size", type=int, default=None,
+                   help="image side in pixels (default 48 classify, 64 segment, 128 detect)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_synth)
 
+    from .detection.recipe import config_fields as det_fields
     from .segmentation.recipe import config_fields as seg_fields
+
+    p = sub.add_parser("detect", help="object detection / instance segmentation: train, eval, predict")
+    dsub2 = p.add_subparsers(dest="detect_command", required=True)
+    s = dsub2.add_parser("train", help="train RetinaNet / Faster R-CNN / Mask R-CNN (official 1x recipe by default)",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_dataclass_flags(s, [f for f in det_fields() if f.name != "resume"], required=("data",))
+    s.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="resume from a last.pt; without a value: OUTPUT/last.pt")
+    s.set_defaults(func=cmd_detect_train)
+    s = dsub2.add_parser("eval", help="COCO box AP (and mask AP) of a checkpoint: the 12-number summary + JSON")
+    s.add_argument("--data", required=True, help="COCO-layout root")
+    s.add_argument("--checkpoint", required=True, help="a detection run's best.safetensors")
+    s.add_argument("--split", default="val", choices=["train", "val"])
+    s.add_argument("--images", default=None, help="image folder (default DATA/{split}2017)")
+    s.add_argument("--ann", default=None, help="instances JSON (default DATA/annotations/instances_{split}2017.json)")
+    s.add_argument("--batch-size", type=int, default=2)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--results", default=None, help="also write the detections (COCO result format) to this file")
+    s.add_argument("--json", default=None, help="also write the evaluation as JSON to this file")
+    s.set_defaults(func=cmd_detect_eval)
+    s = dsub2.add_parser("predict", help="detections as JSON lines and images with boxes/masks drawn")
+    s.add_argument("inputs", nargs="+", help="image files and/or folders")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--out", required=True, help="folder for <stem>_det.png")
+    s.add_argument("--score-thresh", type=float, default=0.5)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_detect_predict)
 
     p = sub.add_parser("segment", help="semantic segmentation with Semantic FPN: train, eval, predict")
     ssub = p.add_subparsers(dest="segment_command", required=True)

@@ -10,7 +10,10 @@ are torchvision's. The necks follow whai362/PVT ``detection/configs``:
 """
 from __future__ import annotations
 
+import json
+import os
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +22,7 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
+from ..checkpoint import LIBRARY_TAG, CheckpointError, _contiguous, atomic_write
 from ..factory import create_model
 from ..model import PyramidVisionTransformerV2
 
@@ -79,3 +83,52 @@ def create_detector(kind: str, backbone_name: str, num_classes: int, *, pretrain
     model = cls(backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, **kwargs)
     model.kind, model.backbone_name, model.num_object_classes = kind, backbone_name, num_classes
     return model
+
+
+def save_detector(model: nn.Module, path: str | os.PathLike, *, class_names: list[str],
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Safetensors weights with the detector kind, backbone config, class names, resize and
+    ``extra`` (e.g. the COCO category ids) in the metadata: :func:`load_detector` needs nothing else."""
+    from safetensors.torch import save_file as st_save
+
+    t = model.transform
+    meta = {"library": LIBRARY_TAG, "task": "detect", "kind": model.kind,
+            "pvtv2_config": json.dumps(model.backbone.body.config.to_dict()), "class_names": json.dumps(list(class_names)),
+            "min_size": json.dumps(list(t.min_size)), "max_size": str(t.max_size), "pvtv2_extra": json.dumps(extra or {})}
+    atomic_write(path, lambda tmp: st_save(_contiguous(model.state_dict()), tmp, metadata=meta))
+    return Path(path)
+
+
+def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu", **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a detector written by :func:`save_detector` -> ``(model in eval mode, metadata)``;
+    keyword arguments (``box_score_thresh``...) go to the torchvision model."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from ..model import PVTv2Config, PyramidVisionTransformerV2
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such detection checkpoint (a run writes OUTPUT/best.safetensors)")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read it as safetensors ({e}); is it truncated?") from None
+    if meta.get("task") != "detect":
+        raise CheckpointError(f"{path}: not a pvtv2 detection checkpoint (no 'task: detect' metadata); a classifier "
+                              f"file can serve as --pretrained backbone weights instead")
+    kind, names = meta["kind"], json.loads(meta["class_names"])
+    body = PyramidVisionTransformerV2(PVTv2Config.from_dict({**json.loads(meta["pvtv2_config"]), "num_classes": 0}))
+    backbone = PVTv2FPN(body, first_stage=2, extra="p6p7") if kind == "retinanet" else PVTv2FPN(body)
+    cls = {"retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN}[kind]
+    model = cls(backbone, num_classes=len(names) + 1, min_size=tuple(json.loads(meta["min_size"])),
+                max_size=int(meta["max_size"]), **kwargs)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit a {kind} with this backbone: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    model.kind, model.num_object_classes = kind, len(names)
+    info = {"kind": kind, "class_names": names, **json.loads(meta.get("pvtv2_extra", "{}"))}
+    return model.eval().to(device), info

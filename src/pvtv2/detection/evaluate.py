@@ -1,0 +1,93 @@
+"""Detections in COCO's result format and their evaluation with pycocotools' COCOeval."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..engine import DistEnv, progress
+from .data import CocoDetection, collate_detection, encode_mask
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def to_coco_results(output: dict[str, torch.Tensor], image_id: int, cat_ids: list[int]) -> list[dict[str, Any]]:
+    """One image's torchvision output (boxes in original pixels) -> COCO result dicts."""
+    boxes = output["boxes"].float().cpu()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
+    scores, labels = output["scores"].float().cpu().tolist(), output["labels"].cpu().tolist()
+    masks = (output["masks"][:, 0] > 0.5).cpu().numpy() if "masks" in output else None
+    out = []
+    for k, (box, score, label) in enumerate(zip(xywh, scores, labels)):
+        if not 1 <= label <= len(cat_ids):
+            continue
+        r = {"image_id": int(image_id), "category_id": cat_ids[label - 1], "bbox": [round(v, 3) for v in box],
+             "score": round(float(score), 5)}
+        if masks is not None:
+            r["segmentation"] = encode_mask(masks[k])
+        out.append(r)
+    return out
+
+
+@torch.no_grad()
+def predict_dataset(model: nn.Module, dataset: CocoDetection, *, env: DistEnv, amp: str = "none", batch_size: int = 2,
+                    show_progress: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
+    """COCO results for every image of ``dataset``; each process takes a shard, rank 0 gets them all."""
+    from ..segmentation.engine import autocast
+
+    was_training = model.training
+    model.eval()
+    results, skipped = [], []
+    indices = list(range(env.rank, len(dataset), env.world_size))
+    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    for batch in progress(batches, desc="eval", enabled=show_progress and env.is_main):
+        images, targets, errors = collate_detection([dataset[i] for i in batch])
+        skipped += errors
+        if not images:
+            continue
+        with autocast(env.device, amp):
+            outputs = model([x.to(env.device) for x in images])
+        for out, t in zip(outputs, targets):
+            results += to_coco_results(out, t["image_id"], dataset.cat_ids)
+    model.train(was_training)
+    if env.distributed:
+        gathered: list[Any] = [None] * env.world_size
+        dist.all_gather_object(gathered, (results, skipped))
+        results = [r for part, _ in gathered for r in part]
+        skipped = [s for _, part in gathered for s in part]
+    return results, skipped
+
+
+def coco_evaluate(coco_gt, results: list[dict[str, Any]], iou_types=("bbox",), *, image_ids: list[int] | None = None
+                  ) -> dict[str, dict[str, Any]]:
+    """COCOeval per IoU type -> ``{"bbox": {"stats": {AP: ...}, "summary": text}, ...}``; the
+    stats are pycocotools' own 12 numbers (AP in [0, 1]; -1 where a size range has no objects)."""
+    from pycocotools.cocoeval import COCOeval
+
+    report = {}
+    for iou_type in iou_types:
+        if not results:
+            report[iou_type] = {"stats": {k: 0.0 for k in STAT_NAMES}, "summary": "no detections: every AP and AR is 0"}
+            continue
+        res = [dict(r) for r in results] if iou_type == "segm" else [{k: v for k, v in r.items() if k != "segmentation"}
+                                                                      for r in results]
+        if iou_type == "segm" and any("segmentation" not in r for r in res):
+            raise ValueError("segm evaluation needs masks in every result (a Mask R-CNN)")
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            dt = coco_gt.loadRes(copy.deepcopy(res))
+            ev = COCOeval(coco_gt, dt, iou_type)
+            if image_ids is not None:
+                ev.params.imgIds = list(image_ids)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        summary = "\n".join(line for line in buf.getvalue().splitlines() if line.startswith(" Average"))
+        report[iou_type] = {"stats": {k: float(v) for k, v in zip(STAT_NAMES, np.asarray(ev.stats))}, "summary": summary}
+    return report

@@ -1,0 +1,79 @@
+"""``pvtv2 detect eval`` and ``pvtv2 detect predict`` on a trained detector."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from ..checkpoint import atomic_write
+from ..classification.predict import image_paths
+from ..engine import DistEnv, init_distributed, progress
+from ..segmentation.predict import palette
+from .data import CocoDetection, coco_paths, encode_mask
+from .evaluate import coco_evaluate, predict_dataset
+from .model import load_detector
+
+
+def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, split: str = "val", images: str | None = None,
+                        ann: str | None = None, device: str = "auto", batch_size: int = 2, amp: str = "none",
+                        results_file: str | Path | None = None, progress_bar: bool = True) -> dict[str, Any]:
+    """COCO box AP (and mask AP for Mask R-CNN) of a checkpoint; ``results_file`` keeps the
+    detections in COCO's result format."""
+    env = DistEnv(device=init_distributed(device).device)
+    model, info = load_detector(checkpoint, device=env.device)
+    img_dir, ann_file = coco_paths(data, split, images=images, ann=ann)
+    dataset = CocoDetection(img_dir, ann_file, masks=False)
+    dataset.warn()
+    if dataset.class_names != info["class_names"]:
+        raise ValueError(f"{ann_file} has categories {dataset.class_names[:10]} but the checkpoint was trained on "
+                         f"{info['class_names'][:10]}")
+    results, skipped = predict_dataset(model, dataset, env=env, amp=amp, batch_size=batch_size, show_progress=progress_bar)
+    if results_file:
+        atomic_write(results_file, lambda tmp: Path(tmp).write_text(json.dumps(results)))
+    iou_types = ("bbox", "segm") if info["kind"] == "maskrcnn" else ("bbox",)
+    report = coco_evaluate(dataset.coco, results, iou_types, image_ids=[r[0]["id"] for r in dataset.records])
+    return {**report, "images": len(dataset) - len(skipped), "skipped": len(skipped), "detections": len(results)}
+
+
+def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, score_thresh: float = 0.5,
+            device: str = "cpu", progress_bar: bool = True) -> Iterator[dict[str, Any]]:
+    """Detections per image as JSON-ready records (boxes ``[x0, y0, x1, y1]`` in pixels, class
+    names, scores, RLE masks for Mask R-CNN), and ``<stem>_det.png`` with them drawn."""
+    model, info = load_detector(checkpoint, device=device)
+    names = info["class_names"]
+    colours = [tuple(int(v) for v in c) for c in palette(len(names) + 1)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in progress(image_paths(inputs), desc="detect", enabled=progress_bar):
+        try:
+            with Image.open(path) as im:
+                image = pil_to_tensor(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as e:
+            yield {"path": str(path), "error": f"unreadable image: {e}"}
+            continue
+        with torch.no_grad():
+            det = model([image.float().div(255).to(device)])[0]
+        keep = det["scores"] >= score_thresh
+        det = {k: v[keep].cpu() for k, v in det.items()}
+        labels = [names[int(l) - 1] for l in det["labels"]]
+        drawn = image
+        if "masks" in det and len(labels):
+            drawn = draw_segmentation_masks(drawn, det["masks"][:, 0] > 0.5, alpha=0.4,
+                                            colors=[colours[int(l)] for l in det["labels"]])
+        if len(labels):
+            drawn = draw_bounding_boxes(drawn, det["boxes"], labels=[f"{n} {s:.2f}" for n, s in zip(labels, det["scores"])],
+                                        colors=[colours[int(l)] for l in det["labels"]], width=2)
+        target = out / f"{path.stem}_det.png"
+        atomic_write(target, lambda tmp: to_pil_image(drawn).save(tmp, format="PNG"))
+        record = {"path": str(path), "image": str(target), "detections": [
+            {"box": [round(v, 2) for v in box], "class": name, "score": round(float(score), 4)}
+            for box, name, score in zip(det["boxes"].tolist(), labels, det["scores"])]}
+        if "masks" in det:
+            for d, m in zip(record["detections"], det["masks"][:, 0] > 0.5):
+                d["mask"] = encode_mask(m.numpy())
+        yield record

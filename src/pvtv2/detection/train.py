@@ -1,0 +1,192 @@
+"""``pvtv2 detect train``: epoch-based detector training (MMDetection's 1x schedule: linear
+warm-up by iteration, step decay by epoch), COCO evaluation after epochs."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..checkpoint import atomic_write
+from ..classification.data import DataError
+from ..classification.train import TrainingError, _resolve_amp
+from ..engine import (DistEnv, MetricsLog, TrainingStateError, init_distributed, load_training_state, plot_curves,
+                      progress, save_training_state, seed_everything, seed_worker)
+from ..engine.distributed import cleanup_distributed
+from ..engine.seeding import epoch_seed
+from ..model import VARIANTS
+from ..segmentation.engine import autocast
+from .data import CocoDetection, coco_paths, collate_detection
+from .evaluate import coco_evaluate, predict_dataset
+from .model import create_detector, save_detector
+from .recipe import DetTrainConfig
+
+
+def step_lr(cfg: DetTrainConfig, epoch: int, it: int) -> float:
+    """MMDetection's step policy with linear warm-up: ``it`` counts iterations from the start."""
+    lr = cfg.lr * cfg.gamma ** sum(epoch >= s for s in cfg.steps)
+    if it < cfg.warmup_iters:
+        lr *= 1 - (1 - cfg.warmup_ratio) * (1 - it / cfg.warmup_iters)
+    return lr
+
+
+def train(cfg: DetTrainConfig) -> dict[str, Any]:
+    env = init_distributed(cfg.device)
+    try:
+        return _train(cfg.resolved(), env)
+    finally:
+        cleanup_distributed()
+
+
+def _datasets(cfg: DetTrainConfig) -> tuple[CocoDetection, CocoDetection]:
+    masks = cfg.kind == "maskrcnn"
+    img_dir, ann = coco_paths(cfg.data, "train", images=cfg.train_images, ann=cfg.train_ann)
+    train_set = CocoDetection(img_dir, ann, train=True, masks=masks, flip_prob=cfg.flip)
+    img_dir, ann = coco_paths(cfg.data, "val", images=cfg.val_images, ann=cfg.val_ann)
+    val_set = CocoDetection(img_dir, ann, train=False, masks=masks)
+    if train_set.cat_ids != val_set.cat_ids:
+        raise DataError(f"the training and validation files have different categories: {train_set.cat_ids[:10]} vs "
+                        f"{val_set.cat_ids[:10]}")
+    return train_set, val_set
+
+
+def _train(cfg: DetTrainConfig, env: DistEnv) -> dict[str, Any]:
+    if cfg.model not in VARIANTS:
+        raise ValueError(f"unknown model {cfg.model!r}; known models: {', '.join(VARIANTS)}")
+    if cfg.batch_size % env.world_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} is the total over {env.world_size} processes: it must divide evenly")
+    amp = _resolve_amp(cfg.amp, env.device)
+    out = Path(cfg.output)
+    train_set, val_set = _datasets(cfg)
+    if env.is_main:
+        train_set.warn()
+        val_set.warn()
+    per_proc = cfg.batch_size // env.world_size
+    seed_everything(cfg.seed)
+    pretrained = True if str(cfg.pretrained).lower() == "true" else cfg.pretrained
+    model = create_detector(cfg.kind, cfg.model, len(train_set.class_names), pretrained_backbone=pretrained,
+                            drop_path_rate=cfg.drop_path, min_size=cfg.min_size, max_size=cfg.max_size)
+    model.to(env.device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(env.device.type) if amp == "fp16" else None
+
+    meta = {"task": "detect", "kind": cfg.kind, "model": cfg.model, "classes": train_set.class_names}
+    start_epoch, best, history = 0, -1.0, []
+    if cfg.resume:
+        path = out / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
+        state = load_training_state(path, expect=meta)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, best, history = state["epoch"] + 1, state["best_ap"], state["history"]
+        if env.is_main:
+            print(f"resumed from {path} at epoch {start_epoch}")
+
+    ddp_model = model
+    if env.distributed:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+    sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed)
+    loader = DataLoader(train_set, batch_size=per_proc, sampler=sampler, drop_last=True, num_workers=cfg.workers,
+                        collate_fn=collate_detection, worker_init_fn=seed_worker, pin_memory=env.device.type == "cuda")
+    if len(loader) == 0:
+        raise DataError(f"{len(train_set)} training images give no full batch of {cfg.batch_size}; lower --batch-size")
+    log = MetricsLog(out / "metrics.jsonl", history)
+    iou_types = ("bbox", "segm") if cfg.kind == "maskrcnn" else ("bbox",)
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        log.flush()
+        atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(
+            {**cfg.to_dict(), "classes": train_set.class_names, "world_size": env.world_size, "amp_resolved": amp},
+            indent=2)))
+        print(f"training {cfg.kind} + {cfg.model} on {len(train_set)} images, {len(train_set.class_names)} classes, "
+              f"{env.world_size} process(es), lr {cfg.lr:.3g}, {cfg.epochs} epochs -> {out}", flush=True)
+
+    record: dict[str, Any] = history[-1] if history else {}
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_everything(epoch_seed(cfg.seed, epoch, env.rank))
+        sampler.set_epoch(epoch)
+        ddp_model.train()
+        sums: dict[str, float] = {}
+        steps, images_seen, skipped = 0, 0, []
+        tick = time.perf_counter()
+        bar = progress(loader, desc=f"epoch {epoch}", enabled=cfg.progress and env.is_main)
+        for step, (images, targets, errors) in enumerate(bar):
+            it = epoch * len(loader) + step
+            lr = step_lr(cfg, epoch, it)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            skipped += errors
+            if not images:
+                continue
+            images = [x.to(env.device, non_blocking=True) for x in images]
+            targets = [{k: (v.to(env.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+            with autocast(env.device, amp):
+                losses = ddp_model(images, targets)
+            loss = sum(v.float() for v in losses.values())
+            value = loss.item()
+            if not math.isfinite(value):
+                kept = out / "last.pt"
+                raise TrainingError(f"loss is {value} at epoch {epoch}, step {step}; training stopped. "
+                                    + (f"The last good checkpoint is {kept}; " if kept.exists() else "")
+                                    + "try a lower --lr or --clip-grad 10")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if cfg.clip_grad:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if cfg.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                optimizer.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            sums["loss"] = sums.get("loss", 0.0) + value
+            steps += 1
+            images_seen += len(images) * env.world_size
+            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+        seconds = time.perf_counter() - tick
+        totals = env.all_reduce_sum([sums.get(k, 0.0) for k in sorted(sums)] + [steps])
+        means = {k: totals[i] / max(totals[-1], 1) for i, k in enumerate(sorted(sums))}
+        record = {"epoch": epoch, "train_loss": round(means.get("loss", float("nan")), 6),
+                  **{f"loss_{k}" if not k.startswith("loss") else k: round(v, 6) for k, v in means.items() if k != "loss"},
+                  "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(seconds, 3),
+                  "images_per_second": round(images_seen / max(seconds, 1e-9), 2)}
+        if (epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs:
+            results, val_skipped = predict_dataset(model, val_set, env=env, amp=amp, batch_size=max(1, per_proc),
+                                                   show_progress=cfg.progress)
+            if env.is_main:
+                report = coco_evaluate(val_set.coco, results, iou_types, image_ids=[r[0]["id"] for r in val_set.records])
+                for t in iou_types:
+                    record.update({f"{t}_AP": round(report[t]["stats"]["AP"], 5), f"{t}_AP50": round(report[t]["stats"]["AP50"], 5),
+                                   f"{t}_AP75": round(report[t]["stats"]["AP75"], 5)})
+            record["skipped_images"] = len(skipped) + len(val_skipped)
+        if env.is_main:
+            if record.get("bbox_AP", -1.0) > best:
+                best = record["bbox_AP"]
+                save_detector(model, out / "best.safetensors", class_names=train_set.class_names,
+                              extra={"cat_ids": train_set.cat_ids, "epoch": epoch, "bbox_AP": best})
+            log.append(record)
+            save_training_state(out / "last.pt", {
+                "meta": meta, "epoch": epoch, "best_ap": best, "history": log.history,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict(),
+            })
+            plot_curves(log.history, out / "curves.png", loss_keys=("train_loss",),
+                        score_keys=tuple(f"{t}_{m}" for t in iou_types for m in ("AP", "AP50")), score_label="COCO AP")
+            scores = "  ".join(f"{k} {record[k]:.3f}" for k in record if k.endswith(("_AP", "_AP50")))
+            print(f"epoch {epoch}: train_loss {record['train_loss']:.4f}  {scores}  lr {record['lr']:.2e}  "
+                  f"{record['images_per_second']:.1f} img/s", flush=True)
+        env.barrier()
+    return {"output": str(out), "last": record, "best_ap": best, "best": str(out / "best.safetensors"),
+            "metrics": str(out / "metrics.jsonl")}
