@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo demo-segment demo-detect test bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/pvtv2 demo --out $(DEMO_DIR)
+
+demo-segment: $(STAMP)
+	$(VENV)/bin/pvtv2 demo --task segment --out runs/demo-segment
+
+demo-detect: $(STAMP)
+	$(VENV)/bin/pvtv2 demo --task detect --out runs/demo-detect
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -169,9 +169,14 @@ def cmd_convert(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_detect_demo, run_segment_demo
 
-    run_demo(Path(args.out), epochs=args.epochs)
+    if args.task == "segment":
+        run_segment_demo(Path(args.out))
+    elif args.task == "detect":
+        run_detect_demo(Path(args.out))
+    else:
+        run_demo(Path(args.out), epochs=args.epochs)
     return 0
 
 
@@ -374,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on embedded data: synth data -> train b0 -> eval -> predict")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="classify: epochs (default 30)")
+    p.add_argument("--task", default="classify", choices=["classify", "segment", "detect"],
+                   help="which job: classification (make demo), segmentation or detection")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript (checked against PyTorch)")
