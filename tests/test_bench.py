@@ -11,7 +11,7 @@ from conftest import ALL_MODELS, randomize_
 import pvtv2
 from pvtv2.bench import PAPER_GFLOPS, count_flops
 from pvtv2.bench.scaling import estimate_gmacs, fit_exponent, measure_point
-from pvtv2.bench.speed import Case, Setting, run_case, top1_agreement
+from pvtv2.bench.speed import cpu_step_memory, Case, Setting, run_case, top1_agreement
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -70,6 +70,15 @@ def test_bench_case_checks_outputs_against_timm():
     assert r["speedup_vs_timm"] == pytest.approx(r["ours"]["images_per_second"] / r["timm"]["images_per_second"])
     t = run_case(Case(model="pvt_v2_b0", batch_size=2, img_size=64, mode="train", repeats=1, warmup=1), compare=False)
     assert "timm" not in t and t["ours"]["median_s"] > 0
+    assert r["ours"]["peak_memory_mb"] > 0 and r["timm"]["peak_memory_mb"] > 0
+
+
+def test_cpu_peak_memory_grows_with_the_work():
+    small = cpu_step_memory(Case(model="pvt_v2_b0", batch_size=1, img_size=128), "ours")
+    big = cpu_step_memory(Case(model="pvt_v2_b0", batch_size=32, img_size=128), "ours")
+    train = cpu_step_memory(Case(model="pvt_v2_b0", batch_size=32, img_size=128, mode="train"), "ours")
+    # Activations scale with the batch; training keeps them for the backward pass.
+    assert 0 < small < big / 2 and big < train / 2, (small, big, train)
 
 
 def test_channels_last_path_matches_reference():

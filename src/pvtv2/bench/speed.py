@@ -130,6 +130,47 @@ def _summary(times: list[float], batch: int) -> dict[str, float]:
             "min_s": min(times), "max_s": max(times)}
 
 
+def cpu_step_memory(case: Case, which: str, seed: int = 0) -> float | None:
+    """Peak resident memory (MiB) one step adds on the CPU, measured in a fresh process (both
+    models share this one, so its peak says nothing about either). ``None`` for compiled models."""
+    import subprocess
+    import sys
+
+    setting = case.ours if which == "ours" else case.peer
+    if setting.compile:
+        return None
+    spec = json.dumps({"model": case.model, "batch_size": case.batch_size, "img_size": case.img_size,
+                       "mode": case.mode, "setting": asdict(setting), "which": which, "seed": seed})
+    res = subprocess.run([sys.executable, "-m", "pvtv2.bench.speed", spec], capture_output=True, text=True)
+    if res.returncode != 0:
+        return None
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def _measure_memory(spec: dict[str, Any]) -> float:
+    import resource
+
+    torch.manual_seed(spec["seed"])
+    model = create_model(spec["model"])
+    if spec["which"] == "timm":
+        model = timm_peer(model, spec["model"])
+    setting = Setting(**spec["setting"])
+    device = torch.device("cpu")
+    x = torch.randn(spec["batch_size"], 3, spec["img_size"], spec["img_size"])
+    step = _step_fn(_prepare(model, setting, device), x, setting, spec["mode"], device)
+    try:  # hand memory freed while building back to the system, so the step's own growth shows
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    with open("/proc/self/statm") as fh:
+        base = int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+    step()
+    step()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+
+
 def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, Any]:
     """Measure one case; returns our numbers, the peer's, their ratio and an output check."""
     device = torch.device(case.device)
@@ -167,6 +208,8 @@ def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, An
         result[name] = _summary(times[name], case.batch_size)
         if name in peak:
             result[name]["peak_memory_mb"] = peak[name]
+        elif device.type == "cpu":
+            result[name]["peak_memory_mb"] = cpu_step_memory(case, name, seed)
     if compare:
         result["speedup_vs_timm"] = result["ours"]["images_per_second"] / result["timm"]["images_per_second"]
         result["max_abs_diff"] = (outputs["ours"] - outputs["timm"]).abs().max().item()
@@ -209,15 +252,26 @@ def top1_agreement(model_name: str, setting: Setting, *, img_size: int = 224, de
     return (got == reference).float().mean().item()
 
 
+def _mem(r: dict[str, Any]) -> str:
+    m = r.get("peak_memory_mb")
+    return f" {m:7.0f} MiB" if m is not None else ""
+
+
 def format_result(r: dict[str, Any]) -> str:
     c = r["case"]
     line = (f"{c['model']:13s} {c['mode']:5s} b{c['batch_size']:<4d} {c['img_size']}px  ours[{c['ours']}] "
-            f"{r['ours']['images_per_second']:8.1f} img/s {r['ours']['latency_ms']:8.1f} ms")
+            f"{r['ours']['images_per_second']:8.1f} img/s {r['ours']['latency_ms']:8.1f} ms{_mem(r['ours'])}")
     if "timm" in r:
-        line += (f" | timm[{c['peer']}] {r['timm']['images_per_second']:8.1f} img/s | ours/timm "
+        line += (f" | timm[{c['peer']}] {r['timm']['images_per_second']:8.1f} img/s{_mem(r['timm'])} | ours/timm "
                  f"{r['speedup_vs_timm']:.2f}x | max|diff| {r['max_abs_diff']:.1e}")
     return line
 
 
 def dumps(results: list[dict[str, Any]]) -> str:
     return json.dumps(results, indent=2, default=str)
+
+
+if __name__ == "__main__":  # one memory measurement, run in its own process by cpu_step_memory
+    import sys
+
+    print(_measure_memory(json.loads(sys.argv[1])))
