@@ -10,7 +10,7 @@ from conftest import ALL_MODELS, randomize_
 
 import pvtv2
 from pvtv2.bench import PAPER_GFLOPS, count_flops
-from pvtv2.bench.scaling import estimate_gmacs, fit_exponent, measure_point
+from pvtv2.bench.scaling import attention_matrix_mb, estimate_gmacs, fit_exponent, measure_point
 from pvtv2.bench.speed import cpu_step_memory, Case, Setting, run_case, top1_agreement
 
 
@@ -92,3 +92,19 @@ def test_channels_last_path_matches_reference():
 
 def test_bf16_path_agrees_on_real_images():
     assert top1_agreement("pvt_v2_b0", Setting("bf16"), img_size=96) >= 0.99
+
+
+def test_unfused_attention_memory_shows_the_score_matrix():
+    # By hand at 224: SRA's largest matrix is stage 1's 3136 queries x 49 keys (1 head); full
+    # attention's is stage 1's 3136 x 3136.
+    assert attention_matrix_mb("sra", 224) == pytest.approx(3136 * 49 * 4 / 2**20)
+    assert attention_matrix_mb("full", 224) == pytest.approx(3136 * 3136 * 4 / 2**20)
+    assert attention_matrix_mb("linear", 448) == pytest.approx(12544 * 49 * 4 / 2**20)
+    def point(impl):  # in a fresh process, as the study runs it: peak memory is per process
+        res = subprocess.run([sys.executable, "-m", "pvtv2.bench.scaling", "full", "224", "1", "cpu", impl],
+                             capture_output=True, text=True, check=True)
+        return json.loads(res.stdout.splitlines()[-1])
+
+    fused, reference = point("fused"), point("reference")
+    assert reference["impl"] == "reference"
+    assert reference["peak_memory_mb"] - fused["peak_memory_mb"] > 0.5 * attention_matrix_mb("full", 224)

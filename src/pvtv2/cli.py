@@ -220,10 +220,11 @@ def cmd_bench(args) -> int:
         from .bench.scaling import run_study
 
         print(f"scaling study on {args.device} -> {args.out}")
-        summary = run_study(args.out, budget_gmacs=args.budget_gmacs, device=args.device, repeats=args.repeats)
+        summary = run_study(args.out, budget_gmacs=args.budget_gmacs, device=args.device, repeats=args.repeats,
+                            reference=args.reference)
         for kind, e in summary["exponents"].items():
             t, m = e["time"], e["memory"]
-            print(f"  {kind:6s} fitted exponent: time ~ pixels^{t:.2f}" if t is not None else f"  {kind:6s}: too few points",
+            print(f"  {kind:16s} fitted exponent: time ~ pixels^{t:.2f}" if t is not None else f"  {kind:16s}: too few points",
                   f" memory ~ pixels^{m:.2f}" if m is not None else "")
         return 0
     ours = Setting(args.dtype, args.channels_last, args.compile)
@@ -421,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling", action="store_true", help="run the complexity study instead (SRA / linear / full)")
     p.add_argument("--out", default="benchmarks/scaling", help="--scaling: output folder")
     p.add_argument("--budget-gmacs", type=float, default=400.0, help="--scaling: skip points estimated above this")
+    p.add_argument("--reference", action="store_true",
+                   help="--scaling: also measure the unfused attention path (materialises the score matrices)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("models", help="list the variants with their parameter counts")

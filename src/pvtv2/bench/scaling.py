@@ -48,13 +48,32 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def measure_point(kind: str, size: int, repeats: int = 3, device: str = "cpu") -> dict[str, Any]:
-    """Median seconds and peak memory (MiB above the model's own) of one forward_features."""
+def attention_matrix_mb(kind: str, size: int) -> float:
+    """Largest attention score matrix (one block, batch 1, all heads, float32) in MiB: what the
+    unfused reference path materialises."""
+    cfg = build(kind).config
+    largest = 0
+    for i, s in enumerate(STRIDES):
+        side = math.ceil(size / s)
+        n = side * side
+        kv = 49 if kind == "linear" else n if kind == "full" or cfg.sr_ratios[i] == 1 else (side // cfg.sr_ratios[i]) ** 2
+        largest = max(largest, cfg.num_heads[i] * n * kv * 4)
+    return largest / 2**20
+
+
+def measure_point(kind: str, size: int, repeats: int = 3, device: str = "cpu", impl: str = "fused") -> dict[str, Any]:
+    """Median seconds and peak memory (MiB above the model's own) of one forward_features.
+    ``impl="reference"`` runs the explicit softmax(QK^T)V path instead of the fused kernel."""
     import time
+
+    from ..layers import SpatialReductionAttention
 
     torch.manual_seed(0)
     dev = torch.device(device)
     model = build(kind).to(dev).eval()
+    for m in model.modules():
+        if isinstance(m, SpatialReductionAttention):
+            m.fused = impl == "fused"
     x = torch.randn(1, 3, size, size, device=dev)
     with torch.inference_mode():
         model.forward_features(torch.randn(1, 3, 64, 64, device=dev))
@@ -76,7 +95,8 @@ def measure_point(kind: str, size: int, repeats: int = 3, device: str = "cpu") -
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base  # ru_maxrss is KiB on Linux
     times.sort()
-    return {"kind": kind, "size": size, "pixels": size * size, "seconds": times[len(times) // 2], "peak_memory_mb": peak}
+    return {"kind": kind, "impl": impl, "size": size, "pixels": size * size, "seconds": times[len(times) // 2],
+            "peak_memory_mb": peak}
 
 
 def fit_exponent(points: list[dict[str, Any]], key: str, min_size: int = 448) -> float | None:
@@ -93,32 +113,49 @@ def fit_exponent(points: list[dict[str, Any]], key: str, min_size: int = 448) ->
 
 
 def run_study(out: str | Path, *, sizes=SIZES, kinds=tuple(KINDS), budget_gmacs: float = 400.0, repeats: int = 3,
-              device: str = "cpu", log=print) -> dict[str, Any]:
-    """Measure every (kind, size) within budget, write ``scaling.json`` and ``scaling.png`` to ``out``."""
+              device: str = "cpu", reference: bool = False, budget_matrix_mb: float = 3000.0, log=print) -> dict[str, Any]:
+    """Measure every (kind, size) within budget, write ``scaling.json`` and ``scaling.png`` to ``out``.
+
+    ``reference=True`` also measures the unfused attention path (which materialises the score
+    matrix, so its memory shows the attention's true growth); points whose largest score matrix
+    exceeds ``budget_matrix_mb`` are skipped."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     points, skipped = [], []
-    for kind in kinds:
-        for size in sizes:
-            gmacs = estimate_gmacs(kind, size)
-            if gmacs > budget_gmacs:
-                skipped.append({"kind": kind, "size": size, "estimated_gmacs": round(gmacs, 1)})
-                log(f"  {kind:6s} {size:5d}px  skipped: ~{gmacs:,.0f} GMACs is over the {budget_gmacs:,.0f} budget")
-                continue
-            cmd = [sys.executable, "-m", "pvtv2.bench.scaling", kind, str(size), str(repeats), device]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                skipped.append({"kind": kind, "size": size, "error": res.stderr.strip().splitlines()[-1:]})
-                log(f"  {kind:6s} {size:5d}px  failed: {res.stderr.strip().splitlines()[-1:]}")
-                continue
-            p = json.loads(res.stdout.strip().splitlines()[-1])
-            p["gmacs"] = round(gmacs, 2)
-            p["ns_per_pixel"] = 1e9 * p["seconds"] / p["pixels"]
-            points.append(p)
-            log(f"  {kind:6s} {size:5d}px  {p['seconds']:8.3f} s  {p['ns_per_pixel']:8.1f} ns/pixel  "
-                f"peak {p['peak_memory_mb']:8.1f} MiB  ({gmacs:,.1f} GMACs)")
-    exponents = {k: {"time": fit_exponent([p for p in points if p["kind"] == k], "seconds"),
-                     "memory": fit_exponent([p for p in points if p["kind"] == k], "peak_memory_mb")} for k in kinds}
+    impls = ("fused", "reference") if reference else ("fused",)
+    for impl in impls:
+        for kind in kinds:
+            for size in sizes:
+                gmacs = estimate_gmacs(kind, size)
+                label = f"{kind:6s} {impl:9s} {size:5d}px"
+                if gmacs > budget_gmacs:
+                    skipped.append({"kind": kind, "impl": impl, "size": size, "estimated_gmacs": round(gmacs, 1)})
+                    log(f"  {label}  skipped: ~{gmacs:,.0f} GMACs is over the {budget_gmacs:,.0f} budget")
+                    continue
+                matrix = attention_matrix_mb(kind, size)
+                if impl == "reference" and matrix > budget_matrix_mb:
+                    skipped.append({"kind": kind, "impl": impl, "size": size, "attention_matrix_mb": round(matrix)})
+                    log(f"  {label}  skipped: a {matrix:,.0f} MiB score matrix is over the {budget_matrix_mb:,.0f} MiB budget")
+                    continue
+                cmd = [sys.executable, "-m", "pvtv2.bench.scaling", kind, str(size), str(repeats), device, impl]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0:
+                    skipped.append({"kind": kind, "impl": impl, "size": size, "error": res.stderr.strip().splitlines()[-1:]})
+                    log(f"  {label}  failed: {res.stderr.strip().splitlines()[-1:]}")
+                    continue
+                p = json.loads(res.stdout.strip().splitlines()[-1])
+                p["gmacs"] = round(gmacs, 2)
+                p["attention_matrix_mb"] = round(matrix, 1)
+                p["ns_per_pixel"] = 1e9 * p["seconds"] / p["pixels"]
+                points.append(p)
+                log(f"  {label}  {p['seconds']:8.3f} s  {p['ns_per_pixel']:8.1f} ns/pixel  "
+                    f"peak {p['peak_memory_mb']:8.1f} MiB  ({gmacs:,.1f} GMACs)")
+    exponents = {}
+    for impl in impls:
+        for k in kinds:
+            pts = [p for p in points if p["kind"] == k and p["impl"] == impl]
+            key = k if impl == "fused" else f"{k}/{impl}"
+            exponents[key] = {"time": fit_exponent(pts, "seconds"), "memory": fit_exponent(pts, "peak_memory_mb")}
     summary = {"device": device, "points": points, "skipped": skipped, "exponents": exponents}
     (out / "scaling.json").write_text(json.dumps(summary, indent=2))
     plot(points, out / "scaling.png")
@@ -132,13 +169,17 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for kind in KINDS:
-        pts = sorted((p for p in points if p["kind"] == kind), key=lambda p: p["pixels"])
-        if not pts:
-            continue
-        xs = [p["pixels"] for p in pts]
-        a.loglog(xs, [p["seconds"] for p in pts], marker="o", label=KINDS[kind])
-        b.loglog(xs, [max(p["peak_memory_mb"], 1e-3) for p in pts], marker="o", label=KINDS[kind])
+    colours = {"sra": "tab:blue", "linear": "tab:orange", "full": "tab:green"}
+    for impl, style in (("fused", "-"), ("reference", "--")):
+        for kind in KINDS:
+            pts = sorted((p for p in points if p["kind"] == kind and p.get("impl", "fused") == impl),
+                         key=lambda p: p["pixels"])
+            if not pts:
+                continue
+            xs = [p["pixels"] for p in pts]
+            label = KINDS[kind] + ("" if impl == "fused" else ", unfused")
+            a.loglog(xs, [p["seconds"] for p in pts], style, marker="o", color=colours[kind], label=label)
+            b.loglog(xs, [max(p["peak_memory_mb"], 1e-3) for p in pts], style, marker="o", color=colours[kind], label=label)
     if points:
         x0 = min(p["pixels"] for p in points)
         t0 = min(p["seconds"] for p in points)
@@ -154,4 +195,5 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
 
 if __name__ == "__main__":  # one measurement point, run in its own process by run_study
     kind, size, repeats, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    print(json.dumps(measure_point(kind, size, repeats, device)))
+    impl = sys.argv[5] if len(sys.argv) > 5 else "fused"
+    print(json.dumps(measure_point(kind, size, repeats, device, impl)))
