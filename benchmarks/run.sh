@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces benchmarks/RESULTS.md's numbers on the current machine (CPU). Takes ~25 minutes.
+# Re-measures everything in benchmarks/results/ on this machine (CPU) and regenerates RESULTS.md. ~35 minutes.
 # Every comparison runs ours and timm's pvt_v2_* with the same weights in one process, alternating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +12,5 @@ $PV bench --model pvt_v2_b0 --mode train --batch-size 16 --repeats 10 --json "$O
 $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16 --peer-eager-fp32 --agreement --json "$OUT/bf16_b2_b8.json"
 $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --compile --peer-eager-fp32 --agreement --json "$OUT/compile_fp32_b2_b8.json"
 $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16 --compile --peer-eager-fp32 --agreement --json "$OUT/compile_bf16_b2_b8.json"
-$PV bench --scaling --out "$OUT/scaling" --budget-gmacs 1400 --repeats 3
+$PV bench --scaling --reference --out "$OUT/scaling" --budget-gmacs 1400 --repeats 3
+.venv/bin/python benchmarks/report.py

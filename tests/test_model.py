@@ -97,6 +97,28 @@ def test_fused_and_reference_attention_agree():
     assert (fused - reference).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("name", ["pvt_v2_b0", "pvt_v2_b2_li"])
+def test_banded_feed_forward_matches_the_plain_one(name, monkeypatch):
+    from pvtv2.layers.ffn import ConvFFN
+
+    model = randomize_(pvtv2.create_model(name)).eval()
+    x = torch.randn(2, 3, 193, 130)
+    calls = []
+    original = ConvFFN._forward_banded
+    monkeypatch.setattr(ConvFFN, "_forward_banded", lambda self, *a: calls.append(1) or original(self, *a))
+    with torch.no_grad():
+        monkeypatch.setattr(ConvFFN, "band_bytes", 0)
+        plain = model(x)
+        monkeypatch.setattr(ConvFFN, "band_bytes", 32 * 1024)  # many bands of a row or two, halos at every seam
+        banded = model(x)
+    assert calls, "the banded path was not taken"
+    assert (plain - banded).abs().max().item() < 1e-4
+    with torch.enable_grad():  # training (gradients) always takes the plain path
+        calls.clear()
+        model(x[:1, :, :64, :64]).sum().backward()
+        assert not calls
+
+
 def test_drop_path_grows_linearly():
     model = pvtv2.create_model("pvt_v2_b2", drop_path_rate=0.3)
     rates = [blk.drop_path.drop_prob if hasattr(blk.drop_path, "drop_prob") else 0.0

@@ -53,9 +53,46 @@ class ConvFFN(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
+    #: Inference on large maps runs in bands of rows whose hidden activations take about this
+    #: many bytes, so they stay in cache instead of streaming ``N x hidden`` tensors through
+    #: memory several times (same numbers; see :meth:`_forward_banded`). 0 disables.
+    band_bytes: int = 4 * 2**20
+    #: ... when the whole hidden activation would take more than this many bands' worth.
+    band_min_factor: int = 4
+
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        if (self.band_bytes and self.dwconv is not None and not self.training and not torch.is_grad_enabled()
+                and x.numel() // x.shape[-1] * self.fc1.out_features * x.element_size() > self.band_min_factor * self.band_bytes
+                and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())):
+            return self._forward_banded(x, H, W)
         x = self.relu(self.fc1(x))
         if self.dwconv is not None:
             x = self.dwconv(x, H, W)
         x = self.drop(self.act(x))
         return self.drop(self.fc2(x))
+
+    def _forward_banded(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """The same computation, a band of rows at a time. The 3x3 depth-wise conv of a band
+        needs one row of ``fc1`` output above and below it: the row above is kept from the
+        previous band, the row below comes from the next band's ``fc1``, computed one step
+        ahead, so no row goes through ``fc1`` twice. The conv's output rows for those halo rows
+        (zero-padded at the band's edge, so wrong) are dropped."""
+        B, N, C = x.shape
+        hidden = self.fc1.out_features
+        rows = max(2, self.band_bytes // (B * W * hidden * x.element_size()))
+        grid = x.view(B, H, W, C)
+        out = x.new_empty(B, H, W, self.fc2.out_features)
+        starts = list(range(0, H, rows))
+        current = self.relu(self.fc1(grid[:, :rows]))                      # (B, rows, W, hidden)
+        above = None
+        for i, top in enumerate(starts):
+            bottom = min(H, top + rows)
+            following = self.relu(self.fc1(grid[:, bottom:bottom + rows])) if i + 1 < len(starts) else None
+            parts = ([above] if above is not None else []) + [current] + ([following[:, :1]] if following is not None else [])
+            band = torch.cat(parts, dim=1) if len(parts) > 1 else current
+            h = self.dwconv.dwconv(band.permute(0, 3, 1, 2))                # channels-last view in, same out
+            first = 0 if above is None else 1
+            h = h[:, :, first:first + bottom - top].permute(0, 2, 3, 1)
+            out[:, top:bottom] = self.fc2(self.act(h))
+            above, current = current[:, -1:], following
+        return out.view(B, N, -1)

@@ -1,0 +1,171 @@
+"""Write benchmarks/RESULTS.md from the JSON in benchmarks/results/ (run.sh calls it last).
+
+Every number in RESULTS.md comes from those files; the verdicts on issue 7's targets are computed
+from them too, so the text cannot drift from the measurements.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+COMMANDS = {
+    "eager_fp32_b8": "pvtv2 bench --model pvt_v2_b0 pvt_v2_b2 --batch-size 8 --repeats 15",
+    "train_b0_b16": "pvtv2 bench --model pvt_v2_b0 --mode train --batch-size 16 --repeats 10",
+    "bf16_b2_b8": "pvtv2 bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16 --peer-eager-fp32 --agreement",
+    "compile_fp32_b2_b8": "pvtv2 bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --compile --peer-eager-fp32 --agreement",
+    "compile_bf16_b2_b8": "pvtv2 bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16 --compile --peer-eager-fp32 --agreement",
+}
+TITLES = {
+    "eager_fp32_b8": "Eager float32 inference, batch 8, 224x224",
+    "train_b0_b16": "Training step (forward, backward, AdamW), b0, batch 16, 224x224",
+    "bf16_b2_b8": "bf16 autocast inference (ours) against timm's eager float32, b2, batch 8",
+    "compile_fp32_b2_b8": "torch.compile float32 (ours) against timm's eager float32, b2, batch 8",
+    "compile_bf16_b2_b8": "torch.compile + bf16 autocast (ours) against timm's eager float32, b2, batch 8",
+}
+
+
+def _load(name: str):
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _mem(v) -> str:
+    return f"{v:.0f}" if isinstance(v, (int, float)) else "n/a"
+
+
+def speed_section() -> tuple[str, dict]:
+    out, found = [], {}
+    for name, cmd in COMMANDS.items():
+        data = _load(name)
+        if not data:
+            continue
+        out += [f"### {TITLES[name]}", "", f"`{cmd} --json results/{name}.json`", "",
+                "| model | ours | ours img/s | timm | timm img/s | ours/timm | max abs diff | peak MiB ours / timm | top-1 agreement |",
+                "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+        for r in data[1:]:
+            c = r["case"]
+            agree = r.get("top1_agreement_vs_fp32")
+            out.append(f"| {c['model']} | {c['ours']} | {r['ours']['images_per_second']:.1f} | {c['peer']} | "
+                       f"{r['timm']['images_per_second']:.1f} | **{r['speedup_vs_timm']:.2f}x** | {r['max_abs_diff']:.1e} | "
+                       f"{_mem(r['ours'].get('peak_memory_mb'))} / {_mem(r['timm'].get('peak_memory_mb'))} | "
+                       f"{'' if agree is None else f'{agree:.0%} of 16 photos'} |")
+            found[(name, c["model"])] = r
+        out.append("")
+    return "\n".join(out), found
+
+
+def scaling_section() -> tuple[str, dict]:
+    data = json.loads((RESULTS / "scaling" / "scaling.json").read_text())
+    rows = ["| attention | path | size | seconds | ns / pixel | peak MiB | GMACs |", "|---|---|---:|---:|---:|---:|---:|"]
+    for p in data["points"]:
+        rows.append(f"| {p['kind']} | {p.get('impl', 'fused')} | {p['size']} | {p['seconds']:.3f} | {p['ns_per_pixel']:.0f} | "
+                    f"{p['peak_memory_mb']:.0f} | {p['gmacs']:.1f} |")
+    skipped = ", ".join(f"{s['kind']}/{s.get('impl', 'fused')} {s['size']}px" for s in data["skipped"])
+    rows += ["", f"Skipped (over budget): {skipped or 'none'}.", "",
+             "Fitted exponents (slope of log cost against log pixels, points from 448 px up):", "",
+             "| attention | time exponent | memory exponent |", "|---|---:|---:|"]
+    for kind, e in data["exponents"].items():
+        f = lambda v: "n/a" if v is None else f"{v:.2f}"
+        rows.append(f"| {kind} | {f(e['time'])} | {f(e['memory'])} |")
+    return "\n".join(rows), data
+
+
+def targets_section(speed: dict, scaling: dict) -> str:
+    lines = []
+
+    def ratio(key):
+        r = speed.get(key)
+        return None if r is None else r["speedup_vs_timm"]
+
+    for model in ("pvt_v2_b0", "pvt_v2_b2"):
+        v = ratio(("eager_fp32_b8", model))
+        if v is not None:
+            lines.append(f"* Eager float32 inference, batch 8, {model}: **{v:.2f}x** timm (target 1.15x): "
+                         f"{'met' if v >= 1.15 else 'not met'}.")
+    best = [(ratio((n, "pvt_v2_b2")), n) for n in ("bf16_b2_b8", "compile_fp32_b2_b8", "compile_bf16_b2_b8")]
+    best = [(v, n) for v, n in best if v is not None]
+    if best:
+        v, n = max(best)
+        agree = speed[(n, "pvt_v2_b2")].get("top1_agreement_vs_fp32")
+        lines.append(f"* Best CPU path for b2 ({speed[(n, 'pvt_v2_b2')]['case']['ours']}): **{v:.2f}x** timm's eager "
+                     f"float32 (target 2x), top-1 agreement with our float32 path {agree:.0%} on 16 real photographs "
+                     f"(target 99%): {'met' if v >= 2 and agree >= 0.99 else 'not met'}.")
+    v = ratio(("train_b0_b16", "pvt_v2_b0"))
+    if v is not None:
+        lines.append(f"* Training step, b0, batch 16: **{v:.2f}x** timm (target 1.1x): {'met' if v >= 1.1 else 'not met'}.")
+    lin = {p["size"]: p for p in scaling["points"] if p["kind"] == "linear" and p.get("impl", "fused") == "fused"}
+    if 448 in lin and 2048 in lin:
+        r = lin[2048]["ns_per_pixel"] / lin[448]["ns_per_pixel"]
+        lines.append(f"* Linear SRA time per pixel at 2048 over 448: **{r:.2f}** (target within 1.25): "
+                     f"{'met' if r <= 1.25 else 'not met'}; its fitted time exponent is "
+                     f"{scaling['exponents']['linear']['time']:.2f} against SRA's {scaling['exponents']['sra']['time']:.2f} "
+                     f"and full attention's {scaling['exponents']['full']['time']:.2f}.")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    flops = _load("flops")
+    speed_md, speed = speed_section()
+    scaling_md, scaling = scaling_section()
+    machine = next((d[0]["machine"] for d in (_load(n) for n in COMMANDS) if d), {})
+    text = f"""# Benchmark results
+
+Generated by `benchmarks/report.py` from the JSON in [`results/`](results/); `bash benchmarks/run.sh`
+re-measures everything and regenerates this file. Every speed comparison runs our model and timm's
+`pvt_v2_*` **with the same weights in the same process, alternating after warm-up**, and reports the
+ratio of the median throughputs: the machine is shared and noisy, and a ratio measured side by side is
+what survives that. "max abs diff" is the largest difference between the two models' logits on the
+benchmark batch; peak memory on the CPU is the resident memory one step adds, measured in a fresh
+process per model (n/a for compiled models).
+
+**Machine**: {machine.get('threads', '?')} threads on 2 cores of an AMD EPYC with AVX-512 and
+AVX512-BF16, 24 GiB RAM, no GPU; {machine.get('platform', '')}; torch {machine.get('torch', '')}.
+No GPU has been lent to this project yet, so there are no CUDA numbers (`pvtv2 bench --device cuda`
+is implemented with CUDA events, synchronisation and allocator peak memory).
+
+## FLOPs (the paper's convention: multiply-adds, attention matmuls included)
+
+`pvtv2 flops --json > results/flops.json`
+
+| model | params (M) | GFLOPs | paper |
+|---|---:|---:|---:|
+""" + "\n".join(f"| {r['model']} | {r['params_m']:.2f} | {r['gflops']:.2f} | {r['paper_gflops']} |" for r in flops) + f"""
+
+## Speed against timm on this CPU
+
+{speed_md}
+## Complexity study: time and memory against resolution
+
+`pvtv2 bench --scaling --reference --out results/scaling --budget-gmacs 1400 --repeats 3`
+(`forward_features` at batch 1 with b2's widths and depths; "fused" is the default path with
+`scaled_dot_product_attention`, "reference" the explicit softmax(QK^T)V that stores the score matrices)
+
+![scaling](results/scaling/scaling.png)
+
+{scaling_md}
+
+## Issue 7's targets
+
+{targets_section(speed, scaling)}
+
+Why the eager targets are not met: in eager mode both implementations spend their time in the same
+oneDNN kernels (the linear layers' GEMMs, the convolutions, the fused attention kernel). Our code
+avoids the layout copies timm makes around the spatial-reduction convolution (token/map conversions are
+views in our model), which shows on b0 where those copies weigh more, but on b2 the GEMMs dominate and
+the ratio is about 1. Beating the peer by 15% needs fusion that eager PyTorch does not do; that is what
+`torch.compile` and bf16 autocast provide, and those are the paths to use for speed on this CPU.
+The memory of the fused path grows about linearly for all three attentions, because the fused kernel
+never stores the score matrix; the unfused reference path shows the quadratic growth of full attention's
+(and SRA's) score matrices that linear SRA avoids.
+"""
+    (HERE / "RESULTS.md").write_text(text)
+    print(f"wrote {HERE / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
