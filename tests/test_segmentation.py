@@ -391,3 +391,25 @@ def test_synth_cli_writes_a_segmentation_set(tmp_path):
     assert any((m > 0).any() for m in masks) and all((m == 0).any() for m in masks)
     with pytest.raises(ValueError, match="between 2 and 9"):
         make_segmentation_dataset(tmp_path / "x", classes=12)
+
+
+def test_generic_pair_folders(shapes, tmp_path):
+    """``{train,val}/images`` + ``{train,val}/masks`` trains like the ADE20K layout; a single
+    ``images/`` + ``masks/`` folder evaluates."""
+    import shutil
+
+    root = tmp_path / "pairs"
+    for split, ade in (("train", "training"), ("val", "validation")):
+        shutil.copytree(shapes / "images" / ade, root / split / "images")
+        shutil.copytree(shapes / "annotations" / ade, root / split / "masks")
+    shutil.copy(shapes / "synth.json", root / "synth.json")
+    assert ade_pairs(root, "train")[0] and len(ade_pairs(root, "val")[0]) == 24
+    out = tmp_path / "run"
+    result = train(SegTrainConfig(data=str(root), output=str(out), iters=2, eval_interval=2, **FAST))
+    flat = tmp_path / "flat"
+    shutil.copytree(root / "val" / "images", flat / "images")
+    shutil.copytree(root / "val" / "masks", flat / "masks")
+    scores = evaluate_checkpoint(flat, out / "best.safetensors", device="cpu", progress_bar=False)
+    assert scores["images"] == 24 and scores["mIoU"] == pytest.approx(result["best_miou"], abs=1e-3)
+    with pytest.raises(DataError, match="no segmentation data"):
+        ade_pairs(tmp_path / "run", "train")

@@ -42,11 +42,19 @@ def find_pairs(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list
 
 
 def ade_pairs(root: str | Path, split: str) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """The pairs of one split (``train`` or ``val``) in either layout: ADE20K's
+    ``images/{training,validation}`` + ``annotations/{training,validation}``, or the generic
+    ``{train,val}/images`` + ``{train,val}/masks`` (masks are PNGs named like their images)."""
     root = Path(root)
+    expected = (f"expected {root}/images/{{training,validation}} + {root}/annotations/{{training,validation}} "
+                f"(ADE20K) or {root}/{{train,val}}/images + {root}/{{train,val}}/masks (image/mask pairs)")
     if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist; expected {root}/images/{{training,validation}} and "
-                        f"{root}/annotations/{{training,validation}} (generate an example: pvtv2 data synth --task segment)")
-    return find_pairs(root / "images" / SPLITS[split], root / "annotations" / SPLITS[split])
+        raise DataError(f"data folder {root} does not exist; {expected} (generate an example: pvtv2 data synth --task segment)")
+    if (root / "images").is_dir():
+        return find_pairs(root / "images" / SPLITS[split], root / "annotations" / SPLITS[split])
+    if (root / split).is_dir():
+        return find_pairs(root / split / "images", root / split / "masks")
+    raise DataError(f"{root}: no segmentation data; {expected}")
 
 
 def _normalize(img: torch.Tensor) -> torch.Tensor:

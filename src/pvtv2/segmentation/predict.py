@@ -36,12 +36,10 @@ def palette(n: int) -> np.ndarray:
 
 def _dataset(data: str | Path, split: str, n_cls: int, scale, reduce_zero_label: bool) -> SegmentationDataset:
     root = Path(data)
-    if (root / "images").is_dir() and (root / "annotations").is_dir():
-        pairs, problems = ade_pairs(root, split)
-    elif (root / "images").is_dir() and (root / "masks").is_dir():
-        pairs, problems = find_pairs(root / "images", root / "masks")  # a generic image/mask pair folder
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        pairs, problems = find_pairs(root / "images", root / "masks")  # one folder of image/mask pairs
     else:
-        raise DataError(f"{root}: expected images/ + annotations/ (ADE20K layout) or images/ + masks/ (pairs)")
+        pairs, problems = ade_pairs(root, split)  # ADE20K layout or {train,val}/{images,masks}
     warn_problems(problems, str(root))
     return SegmentationDataset(pairs, EvalTransform(tuple(scale)), n_cls, reduce_zero_label=reduce_zero_label)
 
