@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from ..factory import create_model
+from . import memory
 from .flops import count_flops
 
 KINDS = {"sra": "pvt_v2_b2 (SRA, R = 8, 4, 2, 1)", "linear": "pvt_v2_b2_li (linear SRA, 7x7)", "full": "full attention"}
@@ -41,11 +41,6 @@ def estimate_gmacs(kind: str, size: int) -> float:
         kv = 49 if kind == "linear" else n if kind == "full" or cfg.sr_ratios[i] == 1 else (side // cfg.sr_ratios[i]) ** 2
         attention += 2 * n * kv * cfg.embed_dims[i] * cfg.depths[i]
     return (per_pixel + attention) / 1e9
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def attention_matrix_mb(kind: str, size: int) -> float:
@@ -82,7 +77,7 @@ def measure_point(kind: str, size: int, repeats: int = 3, device: str = "cpu", i
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         else:
-            base = _rss_mb()
+            base = memory.start()
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
@@ -93,7 +88,7 @@ def measure_point(kind: str, size: int, repeats: int = 3, device: str = "cpu", i
     if dev.type == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base  # ru_maxrss is KiB on Linux
+        peak = memory.peak_since(base)
     times.sort()
     return {"kind": kind, "impl": impl, "size": size, "pixels": size * size, "seconds": times[len(times) // 2],
             "peak_memory_mb": peak}

@@ -148,7 +148,7 @@ def cpu_step_memory(case: Case, which: str, seed: int = 0) -> float | None:
 
 
 def _measure_memory(spec: dict[str, Any]) -> float:
-    import resource
+    from . import memory
 
     torch.manual_seed(spec["seed"])
     model = create_model(spec["model"])
@@ -158,17 +158,10 @@ def _measure_memory(spec: dict[str, Any]) -> float:
     device = torch.device("cpu")
     x = torch.randn(spec["batch_size"], 3, spec["img_size"], spec["img_size"])
     step = _step_fn(_prepare(model, setting, device), x, setting, spec["mode"], device)
-    try:  # hand memory freed while building back to the system, so the step's own growth shows
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    with open("/proc/self/statm") as fh:
-        base = int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+    base = memory.start()
     step()
     step()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    return memory.peak_since(base)
 
 
 def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, Any]:
