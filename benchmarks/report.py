@@ -159,8 +159,9 @@ all, in running the convolutional feed-forward in cache-sized bands of rows when
 instead of streaming the 4-8x wider hidden activations through memory three times. That gain depends on
 the cache the machine's other tenants leave free: on this shared VM the banded path's own gain over the
 plain one, measured side by side on b0 at batch 8, ranged from nothing to 1.5x within one day (the
-ratios above are from the run recorded in `results/`; before banding, b0 measured 1.13x and b2 1.00x
-against timm). The same banding keeps
+ratios above are from the run recorded in `results/`; an earlier run of the same code the same day gave
+b0 1.44x and b2 1.34x, and before banding b0 measured 1.13x and b2 1.00x against timm). The same
+banding keeps
 linear SRA's time per pixel flat up to 2048 pixels and lowers its peak memory.
 Training: autograd keeps every activation for the backward pass, so the banded path does not apply, both
 implementations run the same kernels and the ratio stays about 1.0; the 1.1x target would need fused
