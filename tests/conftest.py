@@ -28,3 +28,41 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 @pytest.fixture
 def rand():
     return randomize_
+
+
+# -- helpers for the end-to-end tests that run the `pvtv2` command -----------------------
+import hashlib  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def cli_args(cfg: dict) -> list[str]:
+    """A config dict as command-line flags (``--no-x`` for false booleans, lists spread out)."""
+    args = []
+    for k, v in cfg.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            args.append(flag if v else "--no-" + k.replace("_", "-"))
+        elif isinstance(v, (tuple, list)):
+            args += [flag, *map(str, v)]
+        else:
+            args += [flag, str(v)]
+    return args
+
+
+def pvtv2_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pvtv2", *args]
+
+
+def hash_training_state(path: Path) -> str:
+    """A digest of a last.pt's weights and AdamW first moments: equal only if training was identical."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    h = hashlib.sha256()
+    for k in sorted(state["model"]):
+        h.update(k.encode() + state["model"][k].numpy().tobytes())
+    for k, v in sorted(state["optimizer"]["state"].items()):
+        h.update(v["exp_avg"].numpy().tobytes())
+    return h.hexdigest()

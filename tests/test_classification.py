@@ -1,15 +1,12 @@
 """Classification training, evaluation and prediction, end to end on generated data."""
-import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from conftest import ENV, VENV_BIN, cli_args, hash_training_state, pvtv2_cmd
 import torch
 from safetensors.torch import load_file
 
@@ -19,8 +16,6 @@ from pvtv2.classification.data import DataError
 from pvtv2.data import make_classification_dataset
 from pvtv2.engine import TrainingStateError
 
-VENV_BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 # A fast, deterministic recipe for tests: the official pipeline (RandAugment, Mixup/CutMix,
 # erasing, smoothing, drop path all on) at a tiny size.
@@ -33,22 +28,6 @@ def tiny(tmp_path_factory):
     return make_classification_dataset(tmp_path_factory.mktemp("tiny"), classes=3, train_per_class=8,
                                        val_per_class=4, size=40, seed=1, progress=False)
 
-
-def cli_args(cfg: dict) -> list[str]:
-    args = []
-    for k, v in cfg.items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            args.append(flag if v else "--no-" + k.replace("_", "-"))
-        elif isinstance(v, (tuple, list)):
-            args += [flag, *map(str, v)]
-        else:
-            args += [flag, str(v)]
-    return args
-
-
-def pvtv2_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pvtv2", *args]
 
 
 def test_overfits_a_tiny_dataset(tmp_path):
@@ -109,15 +88,6 @@ def test_eval_and_predict_commands(tmp_path, tiny):
     assert abs(direct[0]["top"][0]["prob"] - records[-1]["top"][0]["prob"]) < 1e-4
 
 
-def _hash_model(path: Path) -> str:
-    state = torch.load(path, weights_only=True)
-    h = hashlib.sha256()
-    for k in sorted(state["model"]):
-        h.update(k.encode() + state["model"][k].numpy().tobytes())
-    for k, v in sorted(state["optimizer"]["state"].items()):
-        h.update(v["exp_avg"].numpy().tobytes())
-    return h.hexdigest()
-
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path):
@@ -146,7 +116,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path):
                          env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "resumed from" in res.stdout and "at epoch 1" in res.stdout
-    assert _hash_model(out / "last.pt") == _hash_model(tmp_path / "straight" / "last.pt")
+    assert hash_training_state(out / "last.pt") == hash_training_state(tmp_path / "straight" / "last.pt")
     a = [json.loads(l) for l in metrics.read_text().splitlines()]
     b = [json.loads(l) for l in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["train_loss"], r["val_top1"]) for r in a] == [(r["train_loss"], r["val_top1"]) for r in b]

@@ -1,5 +1,6 @@
 """Detection glue: PVTv2 + FPN backbones inside torchvision's RetinaNet / Faster R-CNN / Mask R-CNN."""
 import pytest
+from conftest import ENV, VENV_BIN, cli_args, hash_training_state, pvtv2_cmd
 import torch
 
 import pvtv2
@@ -79,10 +80,7 @@ def test_pretrained_backbone_and_errors(tmp_path):
 # -- data ------------------------------------------------------------------------------
 import copy
 import json
-import os
 import subprocess
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +92,6 @@ from pvtv2.data import make_detection_dataset
 from pvtv2.detection import CocoDetection, coco_evaluate, load_detector
 from pvtv2.detection.data import load_coco
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -222,36 +219,18 @@ def test_coco_eval_matches_pycocotools(coco_shapes):
 
 
 # -- training, evaluation, prediction --------------------------------------------------
-import hashlib
 import signal
 import time
 
 from pvtv2.checkpoint import CheckpointError
-from pvtv2.detection import DetTrainConfig, evaluate_checkpoint, predict, train
+from pvtv2.detection import DetTrainConfig, predict, train
 from pvtv2.detection.train import step_lr
 from pvtv2.engine import TrainingStateError
 
-VENV_BIN = Path(sys.executable).parent
 # RetinaNet on 128-pixel generated images: the official recipe with a shorter schedule.
 FAST = dict(kind="retinanet", model="pvt_v2_b0", batch_size=4, lr=2e-4, clip_grad=10.0, warmup_iters=60,
             min_size=128, max_size=128, drop_path=0.0, workers=1, device="cpu", progress=False)
 
-
-def cli_args(cfg: dict) -> list[str]:
-    args = []
-    for k, v in cfg.items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            args.append(flag if v else "--no-" + k.replace("_", "-"))
-        elif isinstance(v, (tuple, list)):
-            args += [flag, *map(str, v)]
-        else:
-            args += [flag, str(v)]
-    return args
-
-
-def pvtv2_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pvtv2", *args]
 
 
 @pytest.fixture(scope="module")
@@ -329,13 +308,6 @@ def test_predict_writes_detections_and_pictures(trained, shapes128, tmp_path):
     assert json.loads(res.stdout.splitlines()[0])["image"].endswith("_det.png")
 
 
-def _hash_model(path: Path) -> str:
-    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode() + state[k].numpy().tobytes())
-    return h.hexdigest()
-
 
 @pytest.mark.slow
 def test_killed_run_resumes_exactly(coco_shapes, tmp_path):
@@ -359,7 +331,7 @@ def test_killed_run_resumes_exactly(coco_shapes, tmp_path):
                          env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "resumed from" in res.stdout and "at epoch 1" in res.stdout
-    assert _hash_model(out / "last.pt") == _hash_model(tmp_path / "straight" / "last.pt")
+    assert hash_training_state(out / "last.pt") == hash_training_state(tmp_path / "straight" / "last.pt")
     key = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("epoch_seconds", "images_per_second")}
     assert [key(l) for l in metrics.read_text().splitlines()] == \
         [key(l) for l in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
@@ -401,13 +373,13 @@ def test_nan_loss_and_incompatible_resume(coco_shapes, tmp_path):
     base = {**FAST, "data": str(coco_shapes), "output": str(out), "batch_size": 4, "min_size": 96, "max_size": 96,
             "workers": 0}
     train(DetTrainConfig(epochs=1, **base))
-    before = _hash_model(out / "last.pt")
+    before = hash_training_state(out / "last.pt")
     with pytest.raises(TrainingStateError, match="kind is 'retinanet' in the checkpoint but 'fasterrcnn' now"):
         train(DetTrainConfig(epochs=2, resume="auto", **{**base, "kind": "fasterrcnn"}))
     from pvtv2.classification import TrainingError
     with pytest.raises(TrainingError, match="loss is (nan|inf).*last good checkpoint"):
         train(DetTrainConfig(epochs=2, **{**base, "lr": 1e30, "warmup_iters": 0, "clip_grad": 0.0}))
-    assert _hash_model(out / "last.pt") == before
+    assert hash_training_state(out / "last.pt") == before
 
 
 def test_classifier_file_is_not_a_detector(tmp_path):

@@ -1,16 +1,13 @@
 """Semantic FPN segmentation: model, metrics, data, training, evaluation, prediction."""
-import hashlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ENV, VENV_BIN, cli_args, hash_training_state, pvtv2_cmd
 import torch
 from PIL import Image
 
@@ -26,30 +23,12 @@ from pvtv2.segmentation.data import SegmentationDataset, TrainTransform, ade_pai
 from pvtv2.segmentation.engine import infer_logits
 from pvtv2.segmentation.train import PassBatches, poly_lr
 
-VENV_BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 # The official pipeline (random rescale, crop with cat_max_ratio, flip, photometric, poly
 # schedule) scaled to 64-pixel generated images.
 FAST = dict(model="pvt_v2_b0", batch_size=8, scale=(64, 64), crop=64, ratio_range=(0.75, 1.33), lr=1e-3,
             warmup_iters=20, drop_path=0.0, workers=0, device="cpu", progress=False)
 
-
-def cli_args(cfg: dict) -> list[str]:
-    args = []
-    for k, v in cfg.items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            args.append(flag if v else "--no-" + k.replace("_", "-"))
-        elif isinstance(v, (tuple, list)):
-            args += [flag, *map(str, v)]
-        else:
-            args += [flag, str(v)]
-    return args
-
-
-def pvtv2_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pvtv2", *args]
 
 
 @pytest.fixture(scope="module")
@@ -244,13 +223,6 @@ def test_cli_eval_and_predict(trained, shapes, tmp_path):
     assert json.loads(res.stdout.splitlines()[0])["mask"].endswith("_mask.png")
 
 
-def _hash_model(path: Path) -> str:
-    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode() + state[k].numpy().tobytes())
-    return h.hexdigest()
-
 
 @pytest.mark.slow
 def test_killed_run_resumes_exactly(tiny, tmp_path):
@@ -275,7 +247,7 @@ def test_killed_run_resumes_exactly(tiny, tmp_path):
                          env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert f"at iteration {stopped}" in res.stdout
-    assert _hash_model(out / "last.pt") == _hash_model(tmp_path / "straight" / "last.pt")
+    assert hash_training_state(out / "last.pt") == hash_training_state(tmp_path / "straight" / "last.pt")
     a = (out / "metrics.jsonl").read_text().splitlines()
     b = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     key = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_second")}
@@ -360,12 +332,12 @@ def test_nan_loss_and_incompatible_resume(tiny, tmp_path):
     out = tmp_path / "o"
     base = {**FAST, "data": str(tiny), "output": str(out), "batch_size": 4, "eval_interval": 2}
     train(SegTrainConfig(iters=2, **base))
-    before = _hash_model(out / "last.pt")
+    before = hash_training_state(out / "last.pt")
     with pytest.raises(TrainingStateError, match="planned for 2 iterations"):
         train(SegTrainConfig(iters=4, resume="auto", **base))
     with pytest.raises(TrainingError, match="loss is (nan|inf).*last good checkpoint"):
         train(SegTrainConfig(iters=4, **{**base, "lr": 1e30, "warmup_iters": 0}))
-    assert _hash_model(out / "last.pt") == before  # the bad run did not reach a save
+    assert hash_training_state(out / "last.pt") == before  # the bad run did not reach a save
 
 
 def test_loading_a_classifier_as_segmenter_fails_clearly(tmp_path):

@@ -606,6 +606,53 @@ def save_pretrained(model: PyramidVisionTransformerV2, directory: str | os.PathL
 PyramidVisionTransformerV2.save_pretrained = save_pretrained  # model.save_pretrained(dir)
 
 
+#: What a task checkpoint is called in messages, by its metadata ``task``.
+TASK_NAMES = {"segment": "segmentation", "detect": "detection"}
+
+
+def save_task_file(model: torch.nn.Module, path: str | os.PathLike, *, task: str, backbone: PyramidVisionTransformerV2,
+                   class_names: list[str], extra: dict[str, Any] | None = None, **meta: str) -> Path:
+    """A task model (segmenter, detector) as safetensors, atomically, with what rebuilds it in the
+    metadata: ``task``, the backbone config, class names, ``extra`` (JSON) and ``meta`` strings."""
+    from safetensors.torch import save_file as st_save
+
+    metadata = {"library": LIBRARY_TAG, "task": task, "pvtv2_config": json.dumps(backbone.config.to_dict()),
+                "class_names": json.dumps(list(class_names)), "pvtv2_extra": json.dumps(extra or {}), **meta}
+    atomic_write(path, lambda tmp: st_save(_contiguous(model.state_dict()), tmp, metadata=metadata))
+    return Path(path)
+
+
+def read_task_file(path: str | os.PathLike, task: str) -> tuple[dict[str, torch.Tensor], dict[str, str], PyramidVisionTransformerV2]:
+    """Read a :func:`save_task_file` checkpoint -> (state dict, metadata, a fresh backbone of its
+    config); a missing, damaged or other kind of file raises :class:`CheckpointError`."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    name = TASK_NAMES[task]
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such {name} checkpoint (a run writes OUTPUT/best.safetensors)")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read it as safetensors ({e}); is it truncated?") from None
+    if meta.get("task") != task:
+        raise CheckpointError(f"{path}: not a pvtv2 {name} checkpoint (no 'task: {task}' metadata); "
+                              f"a classifier file can serve as --pretrained backbone weights instead")
+    backbone = PyramidVisionTransformerV2(PVTv2Config.from_dict({**json.loads(meta["pvtv2_config"]), "num_classes": 0}))
+    return state, meta, backbone
+
+
+def load_task_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Load a task checkpoint's weights, all of them and nothing else."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the model in its metadata: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+
+
 def convert(src: Any, dst: str | os.PathLike, *, to: str = "ours", name: str | None = None) -> Path:
     """Convert a checkpoint of any format to ``to`` (``ours``, ``official``, ``timm``, ``transformers``).
 

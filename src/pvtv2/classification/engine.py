@@ -1,7 +1,6 @@
 """One training epoch and one evaluation pass: plain loops, no framework."""
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from typing import Any, Callable
@@ -10,18 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import DistEnv, progress
+from ..engine import DistEnv, autocast, optimizer_step, progress
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def train_one_epoch(
@@ -65,19 +57,7 @@ def train_one_epoch(
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(f"loss is {loss_value} at epoch {epoch}, step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if clip_grad:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip_grad:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            optimizer.step()
+        optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=clip_grad)
         if ema is not None:
             ema.update(model)
         loss_sum += loss_value * len(images)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import atomic_write, save_file
 from ..engine import (DistEnv, MetricsLog, TrainingStateError, init_distributed, load_training_state, plot_curves,
-                      save_training_state, seed_everything, seed_worker)
+                      resolve_amp, save_training_state, seed_everything, seed_worker)
 from ..engine.distributed import cleanup_distributed
 from ..engine.seeding import epoch_seed
 from ..factory import create_model
@@ -31,16 +30,6 @@ from .recipe import TrainConfig
 
 class TrainingError(RuntimeError):
     """Training stopped (non-finite loss...); the message says which checkpoint is intact."""
-
-
-def _resolve_amp(amp: str, device: torch.device) -> str:
-    if amp == "auto":
-        return "fp16" if device.type == "cuda" else "none"
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16 (or none)")
-    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
-    return amp
 
 
 def _loaders(cfg: TrainConfig, env: DistEnv, classes: list[str]):
@@ -77,7 +66,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def _train(cfg: TrainConfig, env: DistEnv) -> dict[str, Any]:
     if cfg.model not in VARIANTS:
         raise ValueError(f"unknown model {cfg.model!r}; known models: {', '.join(VARIANTS)}")
-    amp = _resolve_amp(cfg.amp, env.device)
+    amp = resolve_amp(cfg.amp, env.device)
     out = Path(cfg.output)
     classes = check_image_folders(cfg.data)
     seed_everything(cfg.seed)

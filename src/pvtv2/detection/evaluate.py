@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..engine import DistEnv, progress
+from ..engine import DistEnv, autocast, progress
 from .data import CocoDetection, collate_detection, encode_mask
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -39,8 +39,6 @@ def to_coco_results(output: dict[str, torch.Tensor], image_id: int, cat_ids: lis
 def predict_dataset(model: nn.Module, dataset: CocoDetection, *, env: DistEnv, amp: str = "none", batch_size: int = 2,
                     show_progress: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
     """COCO results for every image of ``dataset``; each process takes a shard, rank 0 gets them all."""
-    from ..segmentation.engine import autocast
-
     was_training = model.training
     model.eval()
     results, skipped = [], []

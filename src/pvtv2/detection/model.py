@@ -22,11 +22,12 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from ..checkpoint import LIBRARY_TAG, CheckpointError, _contiguous, atomic_write
+from ..checkpoint import load_task_state, read_task_file, save_task_file
 from ..factory import create_model
 from ..model import PyramidVisionTransformerV2
 
-KINDS = ("retinanet", "fasterrcnn", "maskrcnn")
+DETECTORS = {"retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN}
+KINDS = tuple(DETECTORS)
 
 
 class PVTv2FPN(nn.Module):
@@ -59,6 +60,11 @@ def create_backbone(backbone_name: str, kind: str, *, pretrained_backbone: Any =
                     **overrides: Any) -> PVTv2FPN:
     body = create_model(backbone_name, num_classes=0, pretrained=pretrained_backbone, drop_path_rate=drop_path_rate,
                         **overrides)
+    return _with_fpn(body, kind)
+
+
+def _with_fpn(body: PyramidVisionTransformerV2, kind: str) -> PVTv2FPN:
+    """The neck of the official configs for ``kind`` (see the module docstring)."""
     if kind == "retinanet":
         return PVTv2FPN(body, first_stage=2, extra="p6p7")
     return PVTv2FPN(body, first_stage=1, extra="maxpool")
@@ -79,8 +85,7 @@ def create_detector(kind: str, backbone_name: str, num_classes: int, *, pretrain
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1 (object categories, without background), got {num_classes}")
     backbone = create_backbone(backbone_name, kind, pretrained_backbone=pretrained_backbone, drop_path_rate=drop_path_rate)
-    cls = {"retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN}[kind]
-    model = cls(backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, **kwargs)
+    model = DETECTORS[kind](backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, **kwargs)
     model.kind, model.backbone_name, model.num_object_classes = kind, backbone_name, num_classes
     return model
 
@@ -89,46 +94,19 @@ def save_detector(model: nn.Module, path: str | os.PathLike, *, class_names: lis
                   extra: dict[str, Any] | None = None) -> Path:
     """Safetensors weights with the detector kind, backbone config, class names, resize and
     ``extra`` (e.g. the COCO category ids) in the metadata: :func:`load_detector` needs nothing else."""
-    from safetensors.torch import save_file as st_save
-
     t = model.transform
-    meta = {"library": LIBRARY_TAG, "task": "detect", "kind": model.kind,
-            "pvtv2_config": json.dumps(model.backbone.body.config.to_dict()), "class_names": json.dumps(list(class_names)),
-            "min_size": json.dumps(list(t.min_size)), "max_size": str(t.max_size), "pvtv2_extra": json.dumps(extra or {})}
-    atomic_write(path, lambda tmp: st_save(_contiguous(model.state_dict()), tmp, metadata=meta))
-    return Path(path)
+    return save_task_file(model, path, task="detect", backbone=model.backbone.body, class_names=class_names,
+                          extra=extra, kind=model.kind, min_size=json.dumps(list(t.min_size)), max_size=str(t.max_size))
 
 
 def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu", **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a detector written by :func:`save_detector` -> ``(model in eval mode, metadata)``;
     keyword arguments (``box_score_thresh``...) go to the torchvision model."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    from ..model import PVTv2Config, PyramidVisionTransformerV2
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such detection checkpoint (a run writes OUTPUT/best.safetensors)")
-    try:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read it as safetensors ({e}); is it truncated?") from None
-    if meta.get("task") != "detect":
-        raise CheckpointError(f"{path}: not a pvtv2 detection checkpoint (no 'task: detect' metadata); a classifier "
-                              f"file can serve as --pretrained backbone weights instead")
+    state, meta, body = read_task_file(path, "detect")
     kind, names = meta["kind"], json.loads(meta["class_names"])
-    body = PyramidVisionTransformerV2(PVTv2Config.from_dict({**json.loads(meta["pvtv2_config"]), "num_classes": 0}))
-    backbone = PVTv2FPN(body, first_stage=2, extra="p6p7") if kind == "retinanet" else PVTv2FPN(body)
-    cls = {"retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN}[kind]
-    model = cls(backbone, num_classes=len(names) + 1, min_size=tuple(json.loads(meta["min_size"])),
-                max_size=int(meta["max_size"]), **kwargs)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit a {kind} with this backbone: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
+    model = DETECTORS[kind](_with_fpn(body, kind), num_classes=len(names) + 1, min_size=tuple(json.loads(meta["min_size"])),
+                            max_size=int(meta["max_size"]), **kwargs)
+    load_task_state(model, state, path)
     model.kind, model.num_object_classes = kind, len(names)
-    info = {"kind": kind, "class_names": names, **json.loads(meta.get("pvtv2_extra", "{}"))}
+    info = {"kind": kind, "class_names": names, **json.loads(meta["pvtv2_extra"])}
     return model.eval().to(device), info

@@ -13,13 +13,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import atomic_write
 from ..classification.data import DataError
-from ..classification.train import TrainingError, _resolve_amp
-from ..engine import (DistEnv, MetricsLog, TrainingStateError, init_distributed, load_training_state, plot_curves,
-                      progress, save_training_state, seed_everything, seed_worker)
+from ..classification.train import TrainingError
+from ..engine import (DistEnv, MetricsLog, autocast, init_distributed, load_training_state,
+                      optimizer_step, plot_curves, progress, resolve_amp, save_training_state, seed_everything, seed_worker)
 from ..engine.distributed import cleanup_distributed
 from ..engine.seeding import epoch_seed
 from ..model import VARIANTS
-from ..segmentation.engine import autocast
 from .data import CocoDetection, coco_paths, collate_detection
 from .evaluate import coco_evaluate, predict_dataset
 from .model import create_detector, save_detector
@@ -59,7 +58,7 @@ def _train(cfg: DetTrainConfig, env: DistEnv) -> dict[str, Any]:
         raise ValueError(f"unknown model {cfg.model!r}; known models: {', '.join(VARIANTS)}")
     if cfg.batch_size % env.world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} is the total over {env.world_size} processes: it must divide evenly")
-    amp = _resolve_amp(cfg.amp, env.device)
+    amp = resolve_amp(cfg.amp, env.device)
     out = Path(cfg.output)
     train_set, val_set = _datasets(cfg)
     if env.is_main:
@@ -136,19 +135,7 @@ def _train(cfg: DetTrainConfig, env: DistEnv) -> dict[str, Any]:
                 raise TrainingError(f"loss is {value} at epoch {epoch}, step {step}; training stopped. "
                                     + (f"The last good checkpoint is {kept}; " if kept.exists() else "")
                                     + "try a lower --lr or --clip-grad 10")
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if cfg.clip_grad:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if cfg.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                optimizer.step()
+            optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=cfg.clip_grad)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             sums["loss"] = sums.get("loss", 0.0) + value

@@ -15,9 +15,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def derive_seed(*parts: int) -> int:
+    """A distinct, reproducible 32-bit seed for every tuple of integers."""
+    return int(np.random.SeedSequence([int(p) % 2**32 for p in parts]).generate_state(1)[0])
+
+
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """A distinct, reproducible seed for every (run seed, epoch, rank)."""
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+    return derive_seed(seed, epoch, rank)
 
 
 def seed_worker(worker_id: int) -> None:

@@ -1,22 +1,15 @@
 """Inference (whole image or sliding window) and the evaluation pass."""
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import DistEnv, progress
+from ..engine import DistEnv, autocast, progress
 from .data import sliding_windows
 from .metrics import update_confusion
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 @torch.no_grad()

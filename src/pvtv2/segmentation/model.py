@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from ..checkpoint import LIBRARY_TAG, CheckpointError, _contiguous, atomic_write
+from ..checkpoint import load_task_state, read_task_file, save_task_file
 from ..factory import create_model
 from ..model import PyramidVisionTransformerV2
 
@@ -84,42 +84,17 @@ def save_segmenter(model: SemanticFPN, path: str | os.PathLike, *, class_names: 
                    extra: dict[str, Any] | None = None) -> Path:
     """Safetensors weights with the backbone config, class names and ``extra`` (scale, crop...)
     in the metadata, so :func:`load_segmenter` rebuilds the model from the file alone."""
-    from safetensors.torch import save_file as st_save
-
     names = class_names or getattr(model, "class_names", None) or [str(i) for i in range(model.num_classes)]
-    meta = {"library": LIBRARY_TAG, "task": "segment", "pvtv2_config": json.dumps(model.backbone.config.to_dict()),
-            "num_classes": str(model.num_classes), "class_names": json.dumps(list(names)),
-            "pvtv2_extra": json.dumps(extra or {})}
-    atomic_write(path, lambda tmp: st_save(_contiguous(model.state_dict()), tmp, metadata=meta))
-    return Path(path)
+    return save_task_file(model, path, task="segment", backbone=model.backbone, class_names=names, extra=extra,
+                          num_classes=str(model.num_classes))
 
 
 def load_segmenter(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[SemanticFPN, dict[str, Any]]:
     """Rebuild a segmenter written by :func:`save_segmenter` (e.g. a run's ``best.safetensors``);
     returns ``(model in eval mode, metadata)`` with ``class_names`` and the training ``scale``/``crop``."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    from ..model import PVTv2Config, PyramidVisionTransformerV2
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such segmentation checkpoint (a run writes OUTPUT/best.safetensors)")
-    try:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read it as safetensors ({e}); is it truncated?") from None
-    if meta.get("task") != "segment":
-        raise CheckpointError(f"{path}: not a pvtv2 segmentation checkpoint (no 'task: segment' metadata); "
-                              f"it may be a classifier: use it as --pretrained backbone weights instead")
-    config = PVTv2Config.from_dict({**json.loads(meta["pvtv2_config"]), "num_classes": 0})
-    model = SemanticFPN(PyramidVisionTransformerV2(config), int(meta["num_classes"]))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the model in its metadata: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
-    info = {"class_names": json.loads(meta["class_names"]), **json.loads(meta.get("pvtv2_extra", "{}"))}
+    state, meta, backbone = read_task_file(path, "segment")
+    model = SemanticFPN(backbone, int(meta["num_classes"]))
+    load_task_state(model, state, path)
+    info = {"class_names": json.loads(meta["class_names"]), **json.loads(meta["pvtv2_extra"])}
     model.class_names = info["class_names"]
     return model.eval().to(device), info

@@ -12,9 +12,9 @@ from PIL import Image
 from ..checkpoint import atomic_write
 from ..classification.data import DataError
 from ..classification.predict import image_paths
-from ..engine import DistEnv, init_distributed, progress
+from ..engine import DistEnv, autocast, init_distributed, progress
 from .data import EvalTransform, SegmentationDataset, ade_pairs, find_pairs, warn_problems
-from .engine import autocast, evaluate, infer_logits
+from .engine import evaluate, infer_logits
 from .metrics import summarize
 from .model import load_segmenter
 

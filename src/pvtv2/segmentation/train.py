@@ -8,27 +8,23 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from ..checkpoint import atomic_write
 from ..classification.data import DataError
-from ..classification.train import TrainingError, _resolve_amp
-from ..engine import (DistEnv, MetricsLog, TrainingStateError, init_distributed, load_training_state, plot_curves,
-                      progress, save_training_state, seed_everything)
+from ..classification.train import TrainingError
+from ..engine import (DistEnv, MetricsLog, TrainingStateError, autocast, init_distributed, load_training_state,
+                      optimizer_step, plot_curves, progress, resolve_amp, save_training_state, seed_everything)
 from ..engine.distributed import cleanup_distributed
+from ..engine.seeding import derive_seed
 from ..model import VARIANTS
 from .data import EvalTransform, SegmentationDataset, TrainTransform, ade_pairs, collate_pairs, warn_problems
-from .engine import autocast, evaluate
+from .engine import evaluate
 from .metrics import IGNORE_INDEX, summarize
 from .model import create_segmenter, save_segmenter
 from .recipe import SegTrainConfig
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([p % 2**32 for p in parts]).generate_state(1)[0])
 
 
 class PassBatches(Sampler):
@@ -50,12 +46,12 @@ class PassBatches(Sampler):
         return max(0, self.steps(self.n, self.batch, self.world) - self.start)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        g = torch.Generator().manual_seed(_seed(self.seed, 0, self.pass_index))
+        g = torch.Generator().manual_seed(derive_seed(self.seed, 0, self.pass_index))
         order = torch.randperm(self.n, generator=g).tolist()
         per_step = self.batch * self.world
         for step in range(self.start, self.steps(self.n, self.batch, self.world)):
             first = step * per_step + self.rank * self.batch
-            yield [(order[first + j], _seed(self.seed, 1, self.pass_index, first + j)) for j in range(self.batch)]
+            yield [(order[first + j], derive_seed(self.seed, 1, self.pass_index, first + j)) for j in range(self.batch)]
 
 
 def resolve_classes(data: str | Path, num_classes: int | None) -> list[str]:
@@ -108,7 +104,7 @@ def _check(cfg: SegTrainConfig, env: DistEnv) -> None:
 
 def _train(cfg: SegTrainConfig, env: DistEnv) -> dict[str, Any]:
     _check(cfg, env)
-    amp = _resolve_amp(cfg.amp, env.device)
+    amp = resolve_amp(cfg.amp, env.device)
     out = Path(cfg.output)
     train_pairs, problems = ade_pairs(cfg.data, "train")
     val_pairs, val_problems = ade_pairs(cfg.data, "val")
@@ -182,7 +178,7 @@ def _train(cfg: SegTrainConfig, env: DistEnv) -> dict[str, Any]:
         loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate_pairs,
                             pin_memory=env.device.type == "cuda")
         for images, labels, bad in loader:
-            seed_everything(_seed(cfg.seed, 2, it, env.rank))  # dropout / drop path of this iteration
+            seed_everything(derive_seed(cfg.seed, 2, it, env.rank))  # dropout / drop path of this iteration
             lr = poly_lr(cfg, it)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -199,19 +195,7 @@ def _train(cfg: SegTrainConfig, env: DistEnv) -> dict[str, Any]:
                     raise TrainingError(f"loss is {value} at iteration {it}; training stopped. "
                                         + (f"The last good checkpoint is {kept}; " if kept.exists() else "")
                                         + "try a lower --lr or --clip-grad 1.0")
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if cfg.clip_grad:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if cfg.clip_grad:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    optimizer.step()
+                optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=cfg.clip_grad)
                 window["loss_sum"] += value
                 window["steps"] += 1
                 window["images"] += len(images) * env.world_size

@@ -1,0 +1,45 @@
+"""Mixed precision and the optimiser step, shared by every task's training loop."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``--amp`` for this device: ``auto`` -> fp16 on CUDA, none on the CPU; impossible choices
+    raise a ``ValueError`` that says what to use instead."""
+    if amp == "auto":
+        return "fp16" if device.type == "cuda" else "none"
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16 (or none)")
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
+    return amp
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for a resolved ``amp`` (``none``, ``bf16``, ``fp16``)."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter], *,
+                   scaler: torch.amp.GradScaler | None = None, clip_grad: float | None = 0.0) -> None:
+    """Backward, optional gradient clipping (after unscaling under fp16) and the update."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_grad:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(parameters, clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if clip_grad:
+            nn.utils.clip_grad_norm_(parameters, clip_grad)
+        optimizer.step()
