@@ -119,6 +119,84 @@ def test_banded_feed_forward_matches_the_plain_one(name, monkeypatch):
         assert not calls
 
 
+def _ffn_training_pass(model, x, weights, monkeypatch, min_bytes, chunk_bytes=1):
+    monkeypatch.setattr(ConvFFN, "chunk_min_bytes", min_bytes)
+    monkeypatch.setattr(ConvFFN, "chunk_bytes", chunk_bytes)
+    model.zero_grad(set_to_none=True)
+    x = x.detach().requires_grad_(x.requires_grad)
+    out = model(x)
+    (out.float() * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    if x.requires_grad:
+        grads["input"] = x.grad.clone()
+    return out.detach(), grads
+
+
+def _assert_same_grads(plain, chunked, tol):
+    assert plain.keys() == chunked.keys()
+    for name, ref in plain.items():
+        err = (ref - chunked[name]).abs().max().item() / max(ref.abs().max().item(), 1e-12)
+        assert err < tol, f"{name}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("name", ["pvt_v2_b0", "pvt_v2_b2_li"])
+def test_chunked_training_feed_forward_matches_the_plain_one(name, monkeypatch):
+    from pvtv2.layers.ffn import _ChunkedConvFFN
+
+    model = randomize_(pvtv2.create_model(name, num_classes=7, drop_path_rate=0.0)).train()
+    x = torch.randn(3, 3, 97, 64, requires_grad=True)
+    weights = torch.randn(3, 7)
+    calls = []
+    original = _ChunkedConvFFN.apply
+    monkeypatch.setattr(_ChunkedConvFFN, "apply", lambda *a: calls.append(a[3]) or original(*a))
+    out, plain = _ffn_training_pass(model, x, weights, monkeypatch, min_bytes=0)
+    assert not calls
+    # 1 sample per chunk everywhere; then 2 + 1 at stage 1 (25 x 16 tokens).
+    hidden = int(model.config.embed_dims[0] * model.config.mlp_ratios[0])
+    for chunk_bytes, first_chunk in ((1, 1), (2 * 25 * 16 * hidden * 4, 2)):
+        calls.clear()
+        out_chunked, chunked = _ffn_training_pass(model, x, weights, monkeypatch, min_bytes=1, chunk_bytes=chunk_bytes)
+        assert len(calls) == sum(model.config.depths) and calls[0] == first_chunk
+        assert (out - out_chunked).abs().max().item() < 1e-4
+        _assert_same_grads(plain, chunked, 1e-4)
+
+    # Frozen weights get no gradient; the others, and the input's, are unchanged.
+    for p in model.parameters():
+        if p.dim() == 1:
+            p.requires_grad_(False)
+    _, plain = _ffn_training_pass(model, x, weights, monkeypatch, min_bytes=0)
+    _, chunked = _ffn_training_pass(model, x, weights, monkeypatch, min_bytes=1)
+    assert "input" in chunked and not any(n.endswith("bias") for n in chunked)
+    _assert_same_grads(plain, chunked, 1e-4)
+
+
+def test_chunked_feed_forward_recomputes_under_the_forward_autocast(monkeypatch):
+    ffn = randomize_(ConvFFN(16, 64)).train()
+    x = torch.randn(4, 12 * 10, 16, requires_grad=True)
+    monkeypatch.setattr(ConvFFN, "chunk_bytes", 2**40)  # one chunk: the very same kernels as the plain path
+    results = []
+    for min_bytes in (0, 1):
+        monkeypatch.setattr(ConvFFN, "chunk_min_bytes", min_bytes)
+        x.grad = None
+        ffn.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = ffn(x, 12, 10)
+        assert out.dtype == torch.bfloat16
+        out.float().square().sum().backward()
+        results.append([x.grad.clone()] + [p.grad.clone() for p in ffn.parameters()])
+    for plain, chunked in zip(*results):
+        assert torch.equal(plain, chunked)  # a float32 recomputation would differ
+
+
+def test_chunked_feed_forward_refuses_double_backward(monkeypatch):
+    monkeypatch.setattr(ConvFFN, "chunk_min_bytes", 1)
+    ffn = ConvFFN(8, 32).train()
+    x = torch.randn(2, 16, 8, requires_grad=True)
+    (grad,) = torch.autograd.grad(ffn(x, 4, 4).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+
+
 def test_drop_path_grows_linearly():
     model = pvtv2.create_model("pvt_v2_b2", drop_path_rate=0.3)
     rates = [blk.drop_path.drop_prob if hasattr(blk.drop_path, "drop_prob") else 0.0

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 def tokens_to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -35,6 +37,76 @@ class DepthwiseConv(nn.Module):
         return map_to_tokens(self.dwconv(tokens_to_map(x, H, W)))
 
 
+def conv_ffn(
+    x: torch.Tensor,
+    H: int,
+    W: int,
+    fc1_weight: torch.Tensor,
+    fc1_bias: torch.Tensor | None,
+    dw_weight: torch.Tensor | None,
+    dw_bias: torch.Tensor | None,
+    fc2_weight: torch.Tensor,
+    fc2_bias: torch.Tensor | None,
+    relu: bool = False,
+) -> torch.Tensor:
+    """:class:`ConvFFN` without dropout as a function of its weights (``dw_weight=None``:
+    no depth-wise conv). ``(B, N, C)`` tokens on an ``H x W`` grid -> ``(B, N, C_out)``."""
+    x = F.linear(x, fc1_weight, fc1_bias)
+    if relu:
+        x = F.relu(x)
+    if dw_weight is not None:
+        x = map_to_tokens(F.conv2d(tokens_to_map(x, H, W), dw_weight, dw_bias, padding=1, groups=x.shape[-1]))
+    return F.linear(F.gelu(x), fc2_weight, fc2_bias)
+
+
+class _ChunkedConvFFN(torch.autograd.Function):
+    """:func:`conv_ffn` over a batch a few samples at a time, saving only its input.
+
+    Backward recomputes each chunk's hidden activations and back-propagates through them
+    at once, while they are small and fresh. The whole-batch path instead allocates
+    ``B x N x hidden`` tensors (51 MB each for b0 at batch 16), which glibc's allocator
+    maps and unmaps on every call, paying a page fault per 4 KiB page, and keeps three
+    of them per block alive until backward. Same numbers to float rounding (the weight
+    gradients are summed chunk by chunk).
+    """
+
+    @staticmethod
+    def forward(ctx, x, H, W, chunk, relu, *weights):
+        device = x.device.type
+        ctx.autocast = (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        ctx.layout = (H, W, chunk, relu)
+        ctx.save_for_backward(x, *weights)
+        out = None
+        for start in range(0, x.shape[0], chunk):
+            part = conv_ffn(x[start:start + chunk], H, W, *weights, relu=relu)
+            if out is None:
+                out = part.new_empty((x.shape[0],) + part.shape[1:])
+            out[start:start + chunk] = part
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, *weights = ctx.saved_tensors
+        H, W, chunk, relu = ctx.layout
+        enabled, dtype = ctx.autocast
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[5:]
+        wanted = [w for w, need in zip(weights, need_w) if need]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = None
+        for start in range(0, x.shape[0], chunk):
+            part = x[start:start + chunk].detach().requires_grad_(need_x)
+            with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+                out = conv_ffn(part, H, W, *weights, relu=relu)
+            grads = torch.autograd.grad(out, ([part] if need_x else []) + wanted, grad[start:start + chunk])
+            if need_x:
+                grad_x[start:start + chunk] = grads[0]
+                grads = grads[1:]
+            grad_w = list(grads) if grad_w is None else [total.add_(g) for total, g in zip(grad_w, grads)]
+        found = iter(grad_w or [])
+        return (grad_x, None, None, None, None, *(next(found) if need else None for need in need_w))
+
+
 class ConvFFN(nn.Module):
     """``fc1 -> [ReLU] -> 3x3 DWConv -> GELU -> fc2`` on ``(B, N, C)`` tokens.
 
@@ -60,9 +132,36 @@ class ConvFFN(nn.Module):
     #: ... when the whole hidden activation would take more than this many bands' worth.
     band_min_factor: int = 4
 
+    #: Training on batches whose hidden activations would take more than this many bytes
+    #: runs chunked (see :class:`_ChunkedConvFFN`): glibc maps allocations above 32 MiB
+    #: straight from the kernel, so each of them costs page faults. 0 disables.
+    chunk_min_bytes: int = 32 * 2**20
+    #: ... in chunks of samples whose hidden activations take about this many bytes.
+    chunk_bytes: int = 4 * 2**20
+
+    def _hidden_bytes(self, x: torch.Tensor) -> int:
+        return x.numel() // x.shape[-1] * self.fc1.out_features * x.element_size()
+
+    def _use_chunks(self, x: torch.Tensor) -> bool:
+        return bool(
+            self.chunk_min_bytes and isinstance(x, torch.Tensor) and torch.is_grad_enabled() and x.dim() == 3 and x.shape[0] > 1
+            and (self.drop.p == 0 or not self.training)
+            and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+            and self._hidden_bytes(x) > self.chunk_min_bytes
+            and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())
+        )
+
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        if (self.band_bytes and self.dwconv is not None and not self.training and not torch.is_grad_enabled()
-                and x.numel() // x.shape[-1] * self.fc1.out_features * x.element_size() > self.band_min_factor * self.band_bytes
+        if self._use_chunks(x):
+            chunk = max(1, self.chunk_bytes * x.shape[0] // self._hidden_bytes(x))
+            dw = self.dwconv.dwconv if self.dwconv is not None else None
+            return _ChunkedConvFFN.apply(
+                x, H, W, chunk, isinstance(self.relu, nn.ReLU), self.fc1.weight, self.fc1.bias,
+                dw.weight if dw is not None else None, dw.bias if dw is not None else None,
+                self.fc2.weight, self.fc2.bias,
+            )
+        if (self.band_bytes and isinstance(x, torch.Tensor) and self.dwconv is not None and not self.training and not torch.is_grad_enabled()
+                and self._hidden_bytes(x) > self.band_min_factor * self.band_bytes
                 and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())):
             return self._forward_banded(x, H, W)
         x = self.relu(self.fc1(x))
