@@ -11,7 +11,7 @@ from conftest import ALL_MODELS, randomize_
 import pvtv2
 from pvtv2.bench import PAPER_GFLOPS, count_flops
 from pvtv2.bench.scaling import attention_matrix_mb, estimate_gmacs, fit_exponent, measure_point
-from pvtv2.bench.speed import cpu_step_memory, Case, Setting, run_case, top1_agreement
+from pvtv2.bench.speed import cpu_step_memory, Case, Setting, format_result, run_case, top1_agreement
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -71,6 +71,16 @@ def test_bench_case_checks_outputs_against_timm():
     t = run_case(Case(model="pvt_v2_b0", batch_size=2, img_size=64, mode="train", repeats=1, warmup=1), compare=False)
     assert "timm" not in t and t["ours"]["median_s"] > 0
     assert r["ours"]["peak_memory_mb"] > 0 and r["timm"]["peak_memory_mb"] > 0
+    assert all(isinstance(x["page_faults_per_step"], int) and x["page_faults_per_step"] >= 0 for x in (r["ours"], r["timm"]))
+    assert "faults" in format_result(r)
+
+
+def test_page_fault_counter_sees_fresh_memory():
+    from pvtv2.bench.speed import _page_faults
+
+    before = _page_faults()
+    torch.empty(64 * 2**20, dtype=torch.uint8).fill_(1)  # above glibc's mmap threshold: fresh pages
+    assert _page_faults() > before
 
 
 def test_cpu_peak_memory_grows_with_the_work():

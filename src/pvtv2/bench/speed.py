@@ -14,6 +14,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -124,6 +129,11 @@ def _time_once(step: Callable, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
+def _page_faults() -> int:
+    """Minor page faults of this process so far (each costs a trip through the kernel)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
+
+
 def _summary(times: list[float], batch: int) -> dict[str, float]:
     med = statistics.median(times)
     return {"median_s": med, "images_per_second": batch / med, "latency_ms": 1000 * med,
@@ -188,17 +198,22 @@ def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, An
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times: dict[str, list[float]] = {name: [] for name in steps}
+    faults: dict[str, list[int]] = {name: [] for name in steps}
     peak: dict[str, float] = {}
     for _ in range(case.repeats):
         for name, step in steps.items():  # alternate, so drifts in machine load hit both
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
+            before = _page_faults()
             times[name].append(_time_once(step, device))
+            faults[name].append(_page_faults() - before)
             if device.type == "cuda":
                 peak[name] = max(peak.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
     result: dict[str, Any] = {"case": {**asdict(case), "ours": case.ours.label(), "peer": case.peer.label()}}
     for name in steps:
         result[name] = _summary(times[name], case.batch_size)
+        # Minor page faults: the allocator handing memory back to the OS and getting it again.
+        result[name]["page_faults_per_step"] = int(statistics.median(faults[name]))
         if name in peak:
             result[name]["peak_memory_mb"] = peak[name]
         elif device.type == "cpu":
@@ -247,7 +262,10 @@ def top1_agreement(model_name: str, setting: Setting, *, img_size: int = 224, de
 
 def _mem(r: dict[str, Any]) -> str:
     m = r.get("peak_memory_mb")
-    return f" {m:7.0f} MiB" if m is not None else ""
+    text = f" {m:7.0f} MiB" if m is not None else ""
+    if r.get("page_faults_per_step") is not None:
+        text += f" {r['page_faults_per_step'] / 1000:6.1f}k faults"
+    return text
 
 
 def format_result(r: dict[str, Any]) -> str:
