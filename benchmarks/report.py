@@ -174,18 +174,20 @@ Where the differences come from. Both implementations call the same oneDNN kerne
 the linear layers, the convolutions, the fused attention kernel). What differs is memory traffic and
 allocation. The convolutional feed-forward's hidden activations are 4-8x wider than the tokens: 51 MB per
 tensor at stage 1 of b0 at batch 16 or b2 at batch 8. glibc's allocator serves every block above 32 MiB
-with a fresh mmap and returns it on free, so each such tensor costs a page fault per 4 KiB page every time
-it is used: the "page faults / step" column counts them ({faults}). Ours avoids them: in inference
-(no gradients) the feed-forward runs in cache-sized bands of rows; in training it runs a few samples at a
-time and backward recomputes each chunk (so it also saves three hidden tensors per block: see peak memory).
+with a fresh mmap and unmaps it on free, and hands the top of its heap back to the OS when large blocks
+below that are freed, so such tensors cost a page fault per 4 KiB page every time they are allocated:
+the "page faults / step" column counts them ({faults}). Ours mostly avoids them: in inference (no gradients)
+the feed-forward runs in cache-sized bands of rows; in training it runs a few samples at a time and
+backward recomputes each chunk (which also saves three hidden tensors per block: see peak memory).
 Token <-> map conversions are views in ours (timm copies around the spatial-reduction convolution).
-The gains depend on the machine's state: the same commands on this shared VM have given b2's eager ratio
-anywhere from 1.11x to 1.42x on one evening, b0's 1.46x to 1.55x, and the training ratio 1.14x to 1.23x
-(the tables show the run recorded in `results/`). The same banding keeps linear SRA's time per pixel flat
-up to 2048 pixels and lowers its peak memory. With an allocator that keeps freed memory (the two
-"keeping freed memory" tables: glibc with `MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` raised;
-jemalloc or tcmalloc through LD_PRELOAD act alike) neither model faults and the two run at about the same
-speed ({keep_freed}): ours reaches that speed with the default allocator, timm only with a tuned one.
+With an allocator that keeps freed memory (the two "keeping freed memory" tables: glibc with
+`MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` raised; jemalloc or tcmalloc through LD_PRELOAD
+should act alike, not measured here) neither model faults and the two run at about the same speed
+({keep_freed}): the lead in the default tables is the faults that timm pays and ours avoids, not faster
+arithmetic. The ratios move with the machine's state: on this shared VM the same commands gave b2's
+eager ratio anywhere from 1.11x to 1.42x in one evening, b0's 1.40x to 1.55x and the training ratio 1.13x
+to 1.23x (the tables show the run recorded in `results/`). The banding also keeps linear SRA's time per
+pixel flat up to 2048 pixels and lowers its peak memory.
 Memory: with the fused kernel no attention stores its score matrix, so peak memory grows at most linearly
 for all three; the unfused reference path shows the score matrices' growth for SRA and full attention
 (exponents above 1) that linear SRA avoids.

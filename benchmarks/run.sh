@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-measures everything in benchmarks/results/ on this machine (CPU) and regenerates RESULTS.md. ~35 minutes.
+# Re-measures everything in benchmarks/results/ on this machine (CPU) and regenerates RESULTS.md. ~40 minutes.
 # Every comparison runs ours and timm's pvt_v2_* with the same weights in one process, alternating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
