@@ -188,6 +188,19 @@ def test_chunked_feed_forward_recomputes_under_the_forward_autocast(monkeypatch)
         assert torch.equal(plain, chunked)  # a float32 recomputation would differ
 
 
+def test_chunked_feed_forward_steps_aside_for_torch_func(monkeypatch):
+    from torch.func import functional_call, grad
+
+    monkeypatch.setattr(ConvFFN, "chunk_min_bytes", 1)
+    ffn = randomize_(ConvFFN(8, 32)).train()
+    x = torch.randn(3, 16, 8)
+    params = dict(ffn.named_parameters())
+    got = grad(lambda p: functional_call(ffn, p, (x, 4, 4)).square().sum())(params)
+    ffn(x, 4, 4).square().sum().backward()  # the chunked path
+    for name, p in params.items():
+        assert torch.allclose(got[name], p.grad, rtol=1e-4, atol=1e-6), name
+
+
 def test_chunked_feed_forward_refuses_double_backward(monkeypatch):
     monkeypatch.setattr(ConvFFN, "chunk_min_bytes", 1)
     ffn = ConvFFN(8, 32).train()

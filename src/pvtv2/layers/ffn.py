@@ -149,6 +149,7 @@ class ConvFFN(nn.Module):
             and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
             and self._hidden_bytes(x) > self.chunk_min_bytes
             and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())
+            and not torch._C._are_functorch_transforms_active()  # torch.func: plain autograd ops only
         )
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
