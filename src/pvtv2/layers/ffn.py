@@ -142,14 +142,27 @@ class ConvFFN(nn.Module):
     def _hidden_bytes(self, x: torch.Tensor) -> int:
         return x.numel() // x.shape[-1] * self.fc1.out_features * x.element_size()
 
+    @staticmethod
+    def _eager(x: torch.Tensor) -> bool:
+        """A real tensor in eager mode: not FX proxies, tracing, scripting, compiling or
+        exporting (checked first, so compilers never see the size tests below)."""
+        return isinstance(x, torch.Tensor) and not (
+            torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+        )
+
     def _use_chunks(self, x: torch.Tensor) -> bool:
         return bool(
-            self.chunk_min_bytes and isinstance(x, torch.Tensor) and torch.is_grad_enabled() and x.dim() == 3 and x.shape[0] > 1
+            self.chunk_min_bytes and self._eager(x) and torch.is_grad_enabled() and x.dim() == 3 and x.shape[0] > 1
             and (self.drop.p == 0 or not self.training)
             and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
             and self._hidden_bytes(x) > self.chunk_min_bytes
-            and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())
             and not torch._C._are_functorch_transforms_active()  # torch.func: plain autograd ops only
+        )
+
+    def _use_bands(self, x: torch.Tensor) -> bool:
+        return bool(
+            self.band_bytes and self._eager(x) and self.dwconv is not None and not self.training
+            and not torch.is_grad_enabled() and self._hidden_bytes(x) > self.band_min_factor * self.band_bytes
         )
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -161,9 +174,7 @@ class ConvFFN(nn.Module):
                 dw.weight if dw is not None else None, dw.bias if dw is not None else None,
                 self.fc2.weight, self.fc2.bias,
             )
-        if (self.band_bytes and isinstance(x, torch.Tensor) and self.dwconv is not None and not self.training and not torch.is_grad_enabled()
-                and self._hidden_bytes(x) > self.band_min_factor * self.band_bytes
-                and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())):
+        if self._use_bands(x):
             return self._forward_banded(x, H, W)
         x = self.relu(self.fc1(x))
         if self.dwconv is not None:
