@@ -16,8 +16,9 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import atomic_write, save_file
-from ..engine import (DistEnv, MetricsLog, TrainingStateError, init_distributed, load_training_state, plot_curves,
-                      resolve_amp, save_training_state, seed_everything, seed_worker)
+from ..engine import (DistEnv, MetricsLog, TrainingStateError, init_distributed, load_training_state,
+                      restore_training_state, plot_curves, resolve_amp, save_training_state, seed_everything,
+                      seed_worker)
 from ..engine.distributed import cleanup_distributed
 from ..engine.seeding import epoch_seed
 from ..factory import create_model
@@ -98,12 +99,9 @@ def _train(cfg: TrainConfig, env: DistEnv) -> dict[str, Any]:
     if cfg.resume:
         path = out / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
         state = load_training_state(path, expect=meta)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore_training_state(state, model, optimizer, scaler)
         for group in optimizer.param_groups:  # the schedule follows this run's --lr (as timm's train.py)
             group["initial_lr"] = group["lr"] = lr
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
         if ema is not None:
             if not state.get("ema"):
                 raise TrainingStateError(f"--resume {path}: --ema is on but the checkpoint has no EMA weights")
@@ -112,10 +110,7 @@ def _train(cfg: TrainConfig, env: DistEnv) -> dict[str, Any]:
         if env.is_main:
             print(f"resumed from {path} at epoch {start_epoch}")
 
-    ddp_model = model
-    if env.distributed:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+    ddp_model = env.wrap(model)
     train_loader, val_loader, sampler = _loaders(cfg, env, classes)
     # Per epoch (official) or per step: t counts epochs or optimiser updates.
     unit = len(train_loader) if cfg.sched_per_step else 1

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..checkpoint import atomic_write
 from ..classification.data import DataError
 from ..classification.train import TrainingError
-from ..engine import (DistEnv, MetricsLog, autocast, init_distributed, load_training_state,
-                      optimizer_step, plot_curves, progress, resolve_amp, save_training_state, seed_everything, seed_worker)
+from ..engine import (DistEnv, MetricsLog, autocast, init_distributed, load_training_state, restore_training_state,
+                      optimizer_step, plot_curves, progress, resolve_amp, save_training_state, seed_everything,
+                      seed_worker)
 from ..engine.distributed import cleanup_distributed
 from ..engine.seeding import epoch_seed
 from ..model import VARIANTS
@@ -79,18 +80,12 @@ def _train(cfg: DetTrainConfig, env: DistEnv) -> dict[str, Any]:
     if cfg.resume:
         path = out / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
         state = load_training_state(path, expect=meta)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        restore_training_state(state, model, optimizer, scaler)
         start_epoch, best, history = state["epoch"] + 1, state["best_ap"], state["history"]
         if env.is_main:
             print(f"resumed from {path} at epoch {start_epoch}")
 
-    ddp_model = model
-    if env.distributed:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+    ddp_model = env.wrap(model)
     sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed)
     loader = DataLoader(train_set, batch_size=per_proc, sampler=sampler, drop_last=True, num_workers=cfg.workers,
                         collate_fn=collate_detection, worker_init_fn=seed_worker, pin_memory=env.device.type == "cuda")

@@ -38,3 +38,13 @@ def load_training_state(path: str | Path, *, expect: dict[str, Any]) -> dict[str
                 f"--resume {path}: incompatible with this run: {key} is {have!r} in the checkpoint but {want!r} now"
             )
     return state
+
+
+def restore_training_state(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           scaler: torch.amp.GradScaler | None = None) -> None:
+    """Load the weights, optimiser moments and (when this run uses one) loss-scaler state
+    that :func:`save_training_state` wrote."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])

@@ -31,6 +31,13 @@ class DistEnv:
         dist.all_reduce(t)
         return t.tolist()
 
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in DistributedDataParallel when distributed, else ``model`` itself."""
+        if not self.distributed:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

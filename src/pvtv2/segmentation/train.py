@@ -16,7 +16,8 @@ from ..checkpoint import atomic_write
 from ..classification.data import DataError
 from ..classification.train import TrainingError
 from ..engine import (DistEnv, MetricsLog, TrainingStateError, autocast, init_distributed, load_training_state,
-                      optimizer_step, plot_curves, progress, resolve_amp, save_training_state, seed_everything)
+                      restore_training_state, optimizer_step, plot_curves, progress, resolve_amp, save_training_state,
+                      seed_everything)
 from ..engine.distributed import cleanup_distributed
 from ..engine.seeding import derive_seed
 from ..model import VARIANTS
@@ -140,18 +141,12 @@ def _train(cfg: SegTrainConfig, env: DistEnv) -> dict[str, Any]:
         if state.get("iters") != cfg.iters:
             raise TrainingStateError(f"--resume {path}: the run was planned for {state.get('iters')} iterations, "
                                      f"now --iters {cfg.iters}; the poly schedule would differ")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        restore_training_state(state, model, optimizer, scaler)
         start, best, history, window = state["iter"], state["best_miou"], state["history"], state["window"]
         if env.is_main:
             print(f"resumed from {path} at iteration {start}")
 
-    ddp_model = model
-    if env.distributed:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+    ddp_model = env.wrap(model)
     log = MetricsLog(out / "metrics.jsonl", history)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
