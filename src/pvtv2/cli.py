@@ -25,6 +25,30 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, fields, *, required=()
         parser.add_argument(flag, **kwargs)
 
 
+def _add_train_flags(parser: argparse.ArgumentParser, fields) -> None:
+    """A training command's flags: one per recipe field (``--data`` required), and
+    ``--resume [PATH]`` (bare: OUTPUT/last.pt)."""
+    _add_dataclass_flags(parser, [f for f in fields if f.name != "resume"], required=("data",))
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="resume from a last.pt; without a value: OUTPUT/last.pt")
+
+
+def _config_from_args(config_cls, fields, args):
+    """The recipe dataclass filled from the flags that :func:`_add_train_flags` added."""
+    return config_cls(**{f.name: getattr(args, f.name) for f in fields})
+
+
+def _stream_records(records, done) -> int:
+    """Print prediction records as JSON lines; then ``done(number of images that succeeded)``
+    on standard error."""
+    n = 0
+    for record in records:
+        print(json.dumps(record), flush=True)
+        n += "error" not in record
+    print(done(n), file=sys.stderr)
+    return 0
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2))
 
@@ -33,10 +57,7 @@ def cmd_train(args) -> int:
     from .classification import TrainConfig, train
     from .classification.recipe import config_fields
 
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in config_fields()})
-    if cfg.resume is None and args.resume_flag:
-        cfg.resume = args.resume_flag
-    result = train(cfg)
+    result = train(_config_from_args(TrainConfig, config_fields(), args))
     if result:
         print(f"done: best val top-1 {result['best_top1']:.2f}%; results in {result['output']}")
     return 0
@@ -92,9 +113,7 @@ def cmd_detect_train(args) -> int:
     from .detection import DetTrainConfig, train
     from .detection.recipe import config_fields
 
-    cfg = DetTrainConfig(**{f.name: getattr(args, f.name) for f in config_fields() if f.name != "resume"},
-                         resume=args.resume)
-    result = train(cfg)
+    result = train(_config_from_args(DetTrainConfig, config_fields(), args))
     print(f"done: best box AP {result['best_ap']:.3f}; results in {result['output']}")
     return 0
 
@@ -116,21 +135,15 @@ def cmd_detect_eval(args) -> int:
 def cmd_detect_predict(args) -> int:
     from .detection.predict import predict
 
-    n = 0
-    for record in predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh, device=args.device):
-        print(json.dumps(record), flush=True)
-        n += "error" not in record
-    print(f"wrote detections of {n} image(s) to {args.out}", file=sys.stderr)
-    return 0
+    records = predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh, device=args.device)
+    return _stream_records(records, lambda n: f"wrote detections of {n} image(s) to {args.out}")
 
 
 def cmd_segment_train(args) -> int:
     from .segmentation import SegTrainConfig, train
     from .segmentation.recipe import config_fields
 
-    cfg = SegTrainConfig(**{f.name: getattr(args, f.name) for f in config_fields() if f.name != "resume"},
-                         resume=args.resume)
-    result = train(cfg)
+    result = train(_config_from_args(SegTrainConfig, config_fields(), args))
     print(f"done: best mIoU {result['best_miou']:.2f}%; results in {result['output']}")
     return 0
 
@@ -151,13 +164,9 @@ def cmd_segment_eval(args) -> int:
 def cmd_segment_predict(args) -> int:
     from .segmentation.predict import predict
 
-    n = 0
-    for record in predict(args.inputs, args.checkpoint, args.out, mode=args.mode,
-                          scale=tuple(args.scale) if args.scale else None, crop=args.crop, device=args.device):
-        print(json.dumps(record), flush=True)
-        n += "error" not in record
-    print(f"wrote masks and overlays of {n} image(s) to {args.out}", file=sys.stderr)
-    return 0
+    records = predict(args.inputs, args.checkpoint, args.out, mode=args.mode,
+                      scale=tuple(args.scale) if args.scale else None, crop=args.crop, device=args.device)
+    return _stream_records(records, lambda n: f"wrote masks and overlays of {n} image(s) to {args.out}")
 
 
 def cmd_convert(args) -> int:
@@ -265,10 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an image classifier (official PVTv2 ImageNet recipe by default)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_dataclass_flags(p, [f for f in config_fields() if f.name != "resume"], required=("data",))
-    p.add_argument("--resume", dest="resume", nargs="?", const="auto", default=None,
-                   help="resume from a last.pt; without a value: OUTPUT/last.pt")
-    p.set_defaults(func=cmd_train, resume_flag=None)
+    _add_train_flags(p, config_fields())
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a classifier checkpoint on an ImageFolder; prints JSON")
     p.add_argument("--data", required=True, help="folder with val/<class>/* (or the class folders themselves)")
@@ -318,9 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub2 = p.add_subparsers(dest="detect_command", required=True)
     s = dsub2.add_parser("train", help="train RetinaNet / Faster R-CNN / Mask R-CNN (official 1x recipe by default)",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_dataclass_flags(s, [f for f in det_fields() if f.name != "resume"], required=("data",))
-    s.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="resume from a last.pt; without a value: OUTPUT/last.pt")
+    _add_train_flags(s, det_fields())
     s.set_defaults(func=cmd_detect_train)
     s = dsub2.add_parser("eval", help="COCO box AP (and mask AP) of a checkpoint: the 12-number summary + JSON")
     s.add_argument("--data", required=True, help="COCO-layout root")
@@ -345,9 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = p.add_subparsers(dest="segment_command", required=True)
     s = ssub.add_parser("train", help="train Semantic FPN (official ADE20K 40k recipe by default)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_dataclass_flags(s, [f for f in seg_fields() if f.name != "resume"], required=("data",))
-    s.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="resume from a last.pt; without a value: OUTPUT/last.pt")
+    _add_train_flags(s, seg_fields())
     s.set_defaults(func=cmd_segment_train)
     s = ssub.add_parser("eval", help="mIoU / mAcc / aAcc / per-class IoU of a checkpoint (table + JSON)")
     s.add_argument("--data", required=True, help="ADE20K-style root (images/, annotations/) or images/ + masks/ folder")
