@@ -48,6 +48,11 @@ def _faults(r: dict) -> str:
     return f"{v / 1000:.1f}k" if isinstance(v, int) else "n/a"
 
 
+def _label(key: tuple[str, str]) -> str:
+    """``(result file, model)`` -> e.g. ``pvt_v2_b0 training``."""
+    return f"{key[1]} {'training' if 'train' in key[0] else 'inference'}"
+
+
 def speed_section() -> tuple[str, dict]:
     out, found = [], {}
     for name, cmd in COMMANDS.items():
@@ -125,10 +130,10 @@ def main() -> int:
     speed_md, speed = speed_section()
     scaling_md, scaling = scaling_section()
     machine = next((d[0]["machine"] for d in (_load(n) for n in COMMANDS) if d), {})
-    faults = ", ".join(f"{c[1]} {'training' if 'train' in c[0] else 'inference'} {_faults(r['timm'])} against "
+    faults = ", ".join(f"{_label(c)} {_faults(r['timm'])} against "
                        f"ours {_faults(r['ours'])}"
                        for c, r in speed.items() if c[0] in ("eager_fp32_b8", "train_b0_b16")) or "n/a"
-    keep_freed = ", ".join(f"{c[1]} {'training' if 'train' in c[0] else 'inference'} {r['speedup_vs_timm']:.2f}x"
+    keep_freed = ", ".join(f"{_label(c)} {r['speedup_vs_timm']:.2f}x"
                            for c, r in speed.items() if c[0].endswith("keep_freed")) or "not measured"
     text = f"""# Benchmark results
 
