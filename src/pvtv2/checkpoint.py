@@ -18,7 +18,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,22 +26,19 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .errors import CheckpointError
+from .fileio import LIBRARY_TAG, atomic_write
 from .model import VARIANTS, PVTv2Config, PyramidVisionTransformerV2, variant_config
 
 FORMATS = ("ours", "official", "timm", "transformers")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "model.pt")
 CONFIG_FILE = "config.json"
-LIBRARY_TAG = "pvtv2"
 
 #: Where ``pretrained=True`` downloads each variant from (timm's Hugging Face mirror of
 #: the official ImageNet-1K weights). Any other hub id may be given explicitly.
 HUB_IDS = {name: f"timm/{name}.in1k" for name in VARIANTS}
 #: The official release files (github.com/whai362/PVT releases, tag v2).
 OFFICIAL_URLS = {name: f"https://github.com/whai362/PVT/releases/download/v2/{name}.pth" for name in VARIANTS}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint could not be read or does not fit the model."""
 
 
 @dataclass
@@ -553,24 +549,6 @@ def build_pretrained(name: str | None, pretrained: Any, *, num_classes: int | No
 
 
 # -- saving and converting --------------------------------------------------------------
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Write ``path`` via a temp file in the same folder and ``os.replace``: a crash
-    mid-write leaves the previous file intact and never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _contiguous(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 

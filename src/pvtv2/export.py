@@ -18,15 +18,12 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from .errors import ExportError
 from .factory import create_model
 from .model import PyramidVisionTransformerV2
 
 FEATURE_NAMES = ["stage1", "stage2", "stage3", "stage4"]
 CHECK_SIZES = ((224, 224), (193, 257), (512, 384))
-
-
-class ExportError(RuntimeError):
-    """Export failed or its result did not match PyTorch."""
 
 
 class Backbone(nn.Module):

@@ -11,11 +11,9 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
+from ..errors import DataError
+
 IMG_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
-
-
-class DataError(ValueError):
-    """The data folder is missing, empty or inconsistent."""
 
 
 class SkippingImageFolder(datasets.ImageFolder):

@@ -15,7 +15,9 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..checkpoint import atomic_write, save_file
+from ..checkpoint import save_file
+from ..errors import TrainingError
+from ..fileio import atomic_write
 from ..engine import (DistEnv, MetricsLog, TrainingStateError, init_distributed, load_training_state,
                       restore_training_state, plot_curves, resolve_amp, save_training_state, seed_everything,
                       seed_worker)
@@ -27,10 +29,6 @@ from .data import (DataError, SkippingImageFolder, check_image_folders, collate_
                    train_transform, warn_skipped)
 from .engine import NonFiniteLossError, evaluate, train_one_epoch
 from .recipe import TrainConfig
-
-
-class TrainingError(RuntimeError):
-    """Training stopped (non-finite loss...); the message says which checkpoint is intact."""
 
 
 def _loaders(cfg: TrainConfig, env: DistEnv, classes: list[str]):

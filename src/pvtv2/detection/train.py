@@ -11,9 +11,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..checkpoint import atomic_write
-from ..classification.data import DataError
-from ..classification.train import TrainingError
+from ..errors import DataError, TrainingError
+from ..fileio import atomic_write
 from ..engine import (DistEnv, MetricsLog, autocast, init_distributed, load_training_state, restore_training_state,
                       optimizer_step, plot_curves, progress, resolve_amp, save_training_state, seed_everything,
                       seed_worker)

@@ -6,11 +6,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import LIBRARY_TAG, atomic_write
-
-
-class TrainingStateError(ValueError):
-    """A resume file that is missing, unreadable or does not fit this run."""
+from ..errors import TrainingStateError
+from ..fileio import LIBRARY_TAG, atomic_write
 
 
 def save_training_state(path: str | Path, state: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write
+from ..fileio import atomic_write
 
 
 def progress(iterable: Iterable, *, desc: str, total: int | None = None, enabled: bool = True) -> tqdm:

@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
-from ..checkpoint import atomic_write
-from ..classification.data import DataError
-from ..classification.train import TrainingError
+from ..errors import DataError, TrainingError
+from ..fileio import atomic_write
 from ..engine import (DistEnv, MetricsLog, TrainingStateError, autocast, init_distributed, load_training_state,
                       restore_training_state, optimizer_step, plot_curves, progress, resolve_amp, save_training_state,
                       seed_everything)
