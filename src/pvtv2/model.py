@@ -15,7 +15,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from .layers import ATTENTION_KINDS, Block, OverlapPatchEmbed
+from .layers import ATTENTION_KINDS, Block, ConvFFN, OverlapPatchEmbed, SpatialReductionAttention
 
 #: Smallest input side: the four stages divide by 32 in all.
 MIN_INPUT_SIZE = 32
@@ -157,10 +157,38 @@ class PyramidVisionTransformerV2(nn.Module):
         return [(getattr(self, f"patch_embed{i}"), getattr(self, f"block{i}"), getattr(self, f"norm{i}")) for i in range(1, 5)]
 
     def set_fused_attention(self, enabled: bool) -> None:
-        """Switch every attention between fused SDPA and the explicit reference path."""
+        """Switch every attention between fused SDPA and the explicit reference path.
+
+        The explicit path is the one to use for double backward (gradient penalties) on
+        the CPU: PyTorch's fused CPU attention has no second derivative.
+        """
         for m in self.modules():
-            if hasattr(m, "fused") and hasattr(m, "kv"):
+            if isinstance(m, SpatialReductionAttention):
                 m.fused = enabled
+
+    _UNSET: Any = object()
+
+    def set_ffn_paths(self, *, banded: bool | None = _UNSET, chunked: bool | None = _UNSET,
+                      band_bytes: int | None = None, chunk_min_bytes: int | None = None,
+                      chunk_bytes: int | None = None) -> None:
+        """Settings of every :class:`~pvtv2.layers.ConvFFN`'s memory paths (same numbers, less
+        memory traffic). ``banded`` / ``chunked``: ``None`` takes them where they pay (the
+        CPU), ``True`` on any device (``chunked=True`` on a GPU trades speed for activation
+        memory, like gradient checkpointing), ``False`` never. The byte thresholds tune them;
+        arguments left out keep their current values.
+        """
+        for m in self.modules():
+            if isinstance(m, ConvFFN):
+                if banded is not self._UNSET:
+                    m.banded = banded
+                if chunked is not self._UNSET:
+                    m.chunked = chunked
+                for key, value in (("band_bytes", band_bytes), ("chunk_min_bytes", chunk_min_bytes),
+                                   ("chunk_bytes", chunk_bytes)):
+                    if value is not None:
+                        if value < 0:
+                            raise ValueError(f"{key} must be >= 0 (0 disables), got {value}")
+                        setattr(m, key, value)
 
     def get_classifier(self) -> nn.Module:
         return self.head

@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 
 def tokens_to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -68,6 +67,10 @@ class _ChunkedConvFFN(torch.autograd.Function):
     maps and unmaps on every call, paying a page fault per 4 KiB page, and keeps three
     of them per block alive until backward. Same numbers to float rounding (the weight
     gradients are summed chunk by chunk).
+
+    Under ``create_graph=True`` (gradient penalties, double backward) autograd runs this
+    backward with grad mode on; it then builds the recomputation into the graph, so the
+    gradients it returns can be differentiated again, exactly as the plain path's.
     """
 
     @staticmethod
@@ -85,26 +88,53 @@ class _ChunkedConvFFN(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
         x, *weights = ctx.saved_tensors
         H, W, chunk, relu = ctx.layout
         enabled, dtype = ctx.autocast
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[5:]
         wanted = [w for w, need in zip(weights, need_w) if need]
-        grad_x = torch.empty_like(x) if need_x else None
+        # Grad mode on here means create_graph=True: keep x (and grad) in the graph instead
+        # of detaching, and return gradients that carry their own graph.
+        create_graph = torch.is_grad_enabled()
         grad_w = None
+        grad_x = [] if create_graph else torch.empty_like(x) if need_x else None
         for start in range(0, x.shape[0], chunk):
-            part = x[start:start + chunk].detach().requires_grad_(need_x)
+            part = x[start:start + chunk]
+            if not create_graph:
+                part = part.detach().requires_grad_(need_x)
             with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
                 out = conv_ffn(part, H, W, *weights, relu=relu)
-            grads = torch.autograd.grad(out, ([part] if need_x else []) + wanted, grad[start:start + chunk])
+            grads = torch.autograd.grad(out, ([part] if need_x else []) + wanted, grad[start:start + chunk],
+                                        create_graph=create_graph)
             if need_x:
-                grad_x[start:start + chunk] = grads[0]
+                if create_graph:
+                    grad_x.append(grads[0])
+                else:
+                    grad_x[start:start + chunk] = grads[0]
                 grads = grads[1:]
-            grad_w = list(grads) if grad_w is None else [total.add_(g) for total, g in zip(grad_w, grads)]
+            if grad_w is None:
+                grad_w = list(grads)
+            elif create_graph:
+                grad_w = [total + g for total, g in zip(grad_w, grads)]
+            else:
+                grad_w = [total.add_(g) for total, g in zip(grad_w, grads)]
         found = iter(grad_w or [])
-        return (grad_x, None, None, None, None, *(next(found) if need else None for need in need_w))
+        if create_graph and need_x:
+            grad_x = torch.cat(grad_x)
+        return (grad_x, None, None, None, None,
+                *(next(found) if need else None for need in need_w))
+
+
+def fast_paths_pay(device: torch.device) -> bool:
+    """Whether :class:`ConvFFN`'s banded and chunked paths are worth taking on ``device``
+    by default: the one place this is decided.
+
+    Both exist to dodge glibc's page faults on large allocations and to keep work in the
+    CPU's cache. On a GPU they turn one large kernel into hundreds of small ones: the first
+    H200 run measured them 2-10x slower than the plain path (which is at par with timm).
+    """
+    return device.type == "cpu"
 
 
 class ConvFFN(nn.Module):
@@ -114,7 +144,29 @@ class ConvFFN(nn.Module):
     PVTv1's fixed-size position embeddings. ``dwconv=False`` gives the plain
     transformer MLP (the ablation). ``extra_relu=True`` adds the ReLU after ``fc1``
     that the official linear-SRA variant (``pvt_v2_b2_li``) has.
+
+    Two memory paths compute the same numbers with less memory traffic (see
+    :meth:`path`); each module carries its own settings (set them on a whole model with
+    :meth:`pvtv2.PyramidVisionTransformerV2.set_ffn_paths`):
+
+    - ``banded``: no-grad inference on large maps runs in bands of rows (``None``: where
+      :func:`fast_paths_pay`, i.e. on the CPU; ``True``/``False``: on any device / never).
+    - ``chunked``: training on large batches runs a few samples at a time and recomputes
+      them in backward (``None``: on the CPU; ``True``: on any device, an activation-memory
+      saver on GPUs at a cost in speed; ``False``: never).
     """
+
+    #: Defaults of the per-module settings below.
+    #: Bands of rows whose hidden activations take about this many bytes stay in cache
+    #: instead of streaming ``N x hidden`` tensors through memory several times.
+    BAND_BYTES = 4 * 2**20
+    #: ... taken when the whole hidden activation would take more than this many bands.
+    BAND_MIN_FACTOR = 4
+    #: glibc maps allocations above 32 MiB straight from the kernel, so each costs page
+    #: faults: chunk training batches whose hidden activations would exceed this ...
+    CHUNK_MIN_BYTES = 32 * 2**20
+    #: ... into chunks of samples whose hidden activations take about this many bytes.
+    CHUNK_BYTES = 4 * 2**20
 
     def __init__(self, dim: int, hidden_dim: int, *, dwconv: bool = True, extra_relu: bool = False, drop: float = 0.0):
         super().__init__()
@@ -124,20 +176,12 @@ class ConvFFN(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
-
-    #: Inference on large maps runs in bands of rows whose hidden activations take about this
-    #: many bytes, so they stay in cache instead of streaming ``N x hidden`` tensors through
-    #: memory several times (same numbers; see :meth:`_forward_banded`). 0 disables.
-    band_bytes: int = 4 * 2**20
-    #: ... when the whole hidden activation would take more than this many bands' worth.
-    band_min_factor: int = 4
-
-    #: Training on batches whose hidden activations would take more than this many bytes
-    #: runs chunked (see :class:`_ChunkedConvFFN`): glibc maps allocations above 32 MiB
-    #: straight from the kernel, so each of them costs page faults. 0 disables.
-    chunk_min_bytes: int = 32 * 2**20
-    #: ... in chunks of samples whose hidden activations take about this many bytes.
-    chunk_bytes: int = 4 * 2**20
+        self.banded: bool | None = None
+        self.chunked: bool | None = None
+        self.band_bytes = self.BAND_BYTES
+        self.band_min_factor = self.BAND_MIN_FACTOR
+        self.chunk_min_bytes = self.CHUNK_MIN_BYTES
+        self.chunk_bytes = self.CHUNK_BYTES
 
     def _hidden_bytes(self, x: torch.Tensor) -> int:
         return x.numel() // x.shape[-1] * self.fc1.out_features * x.element_size()
@@ -150,23 +194,34 @@ class ConvFFN(nn.Module):
             torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
         )
 
-    def _use_chunks(self, x: torch.Tensor) -> bool:
-        return bool(
-            self.chunk_min_bytes and self._eager(x) and torch.is_grad_enabled() and x.dim() == 3 and x.shape[0] > 1
+    @staticmethod
+    def _allowed(setting: bool | None, device: torch.device) -> bool:
+        return fast_paths_pay(device) if setting is None else setting
+
+    def path(self, x: torch.Tensor) -> str:
+        """Which computation :meth:`forward` takes for ``x``: ``"chunked"``, ``"banded"`` or ``"plain"``."""
+        if not self._eager(x):
+            return "plain"
+        if (
+            self._allowed(self.chunked, x.device) and self.chunk_min_bytes and torch.is_grad_enabled()
+            and x.dim() == 3 and x.shape[0] > 1
             and (self.drop.p == 0 or not self.training)
             and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
             and self._hidden_bytes(x) > self.chunk_min_bytes
             and not torch._C._are_functorch_transforms_active()  # torch.func: plain autograd ops only
-        )
-
-    def _use_bands(self, x: torch.Tensor) -> bool:
-        return bool(
-            self.band_bytes and self._eager(x) and self.dwconv is not None and not self.training
-            and not torch.is_grad_enabled() and self._hidden_bytes(x) > self.band_min_factor * self.band_bytes
-        )
+        ):
+            return "chunked"
+        if (
+            self._allowed(self.banded, x.device) and self.band_bytes and self.dwconv is not None
+            and not self.training and not torch.is_grad_enabled()
+            and self._hidden_bytes(x) > self.band_min_factor * self.band_bytes
+        ):
+            return "banded"
+        return "plain"
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        if self._use_chunks(x):
+        path = self.path(x)
+        if path == "chunked":
             chunk = max(1, self.chunk_bytes * x.shape[0] // self._hidden_bytes(x))
             dw = self.dwconv.dwconv if self.dwconv is not None else None
             return _ChunkedConvFFN.apply(
@@ -174,7 +229,7 @@ class ConvFFN(nn.Module):
                 dw.weight if dw is not None else None, dw.bias if dw is not None else None,
                 self.fc2.weight, self.fc2.bias,
             )
-        if self._use_bands(x):
+        if path == "banded":
             return self._forward_banded(x, H, W)
         x = self.relu(self.fc1(x))
         if self.dwconv is not None:
