@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
@@ -51,6 +52,14 @@ class PVTv2Config:
     norm_eps: float = 1e-6
     embed_norm_eps: float = 1e-5
     linear_pool_size: int = 7
+    # PVTv1 (and the paper's first ablation rows): learned position embeddings per stage,
+    # stored on the token grid of an ``img_size`` input and resized bilinearly to other
+    # grids; a class token in stage 4 that the classifier reads after one final LayerNorm
+    # ``norm`` (instead of PVTv2's per-stage ``norm1..4`` and mean pooling).
+    pos_embed: bool = False
+    cls_token: bool = False
+    stage_norms: bool = True
+    img_size: int = 224
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +77,12 @@ class PVTv2Config:
                 raise ValueError(f"embed dim {dim} is not divisible by its {heads} heads")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.cls_token and (self.conv_ffn or self.attention == "linear" or self.sr_ratios[3] != 1):
+            # The class token has no place on the stage-4 grid that a depth-wise conv or a
+            # spatial reduction would need (PVTv1's stage 4: plain MLP, full attention).
+            raise ValueError("cls_token needs conv_ffn=False, attention 'sra' or 'full' and sr_ratios[3] == 1 (as PVTv1)")
+        if self.pos_embed and self.img_size < MIN_INPUT_SIZE:
+            raise ValueError(f"img_size (the position embeddings' grid) must be >= {MIN_INPUT_SIZE}, got {self.img_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -146,15 +161,30 @@ class PyramidVisionTransformerV2(nn.Module):
             )
             start += depth
             setattr(self, f"patch_embed{i + 1}", patch_embed)
+            if config.pos_embed:
+                side = -(-config.img_size // (4 * 2**i))
+                tokens = side * side + (1 if config.cls_token and i == 3 else 0)
+                setattr(self, f"pos_embed{i + 1}", nn.Parameter(torch.zeros(1, tokens, dim)))
             setattr(self, f"block{i + 1}", blocks)
-            setattr(self, f"norm{i + 1}", nn.LayerNorm(dim, eps=config.norm_eps))
+            if config.stage_norms:
+                setattr(self, f"norm{i + 1}", nn.LayerNorm(dim, eps=config.norm_eps))
+        if config.pos_embed:
+            self.pos_drop = nn.Dropout(config.drop_rate)
+        if config.cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, self.num_features))
+            self.norm = nn.LayerNorm(self.num_features, eps=config.norm_eps)
         self.head = nn.Linear(self.num_features, config.num_classes) if config.num_classes > 0 else nn.Identity()
+        for name, p in self.named_parameters():
+            if name.startswith("pos_embed") or name == "cls_token":
+                trunc_normal_(p, std=0.02)
         self.apply(_init_weights)
 
     # -- structure -----------------------------------------------------------------
-    def stages(self) -> list[tuple[OverlapPatchEmbed, nn.ModuleList, nn.LayerNorm]]:
-        """The four ``(patch_embed, blocks, norm)`` triples, in order."""
-        return [(getattr(self, f"patch_embed{i}"), getattr(self, f"block{i}"), getattr(self, f"norm{i}")) for i in range(1, 5)]
+    def stages(self) -> list[tuple[OverlapPatchEmbed, nn.ModuleList, nn.LayerNorm | None]]:
+        """The four ``(patch_embed, blocks, norm)`` triples, in order (``norm`` is ``None``
+        without stage norms, as in PVTv1)."""
+        return [(getattr(self, f"patch_embed{i}"), getattr(self, f"block{i}"), getattr(self, f"norm{i}", None))
+                for i in range(1, 5)]
 
     def set_fused_attention(self, enabled: bool) -> None:
         """Switch every attention between fused SDPA and the explicit reference path.
@@ -202,8 +232,9 @@ class PyramidVisionTransformerV2(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """Parameter names excluded from weight decay (none: PVTv2 has no position embedding)."""
-        return set()
+        """Parameter names excluded from weight decay: PVTv1's class token, as in the official
+        ``pvt.py`` (which keeps the position embeddings decayed); PVTv2 has neither."""
+        return {"cls_token"} if self.config.cls_token else set()
 
     # -- forward -------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -229,28 +260,68 @@ class PyramidVisionTransformerV2(nn.Module):
                 f"got {x.shape[2]}x{x.shape[3]}"
             )
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``(B, C_in, H, W)`` -> the 4 stage maps ``(B, C_i, H_i, W_i)`` (strides 4, 8, 16, 32)."""
+    def position_embedding(self, stage: int, H: int, W: int) -> torch.Tensor:
+        """Stage ``stage``'s (0-3) learned position embedding for an ``H x W`` token grid,
+        ``(1, H * W, C)``: the stored grid (that of an ``img_size`` input) resized bilinearly,
+        as the official ``_get_pos_embed`` does (which skips the resize only when the token
+        count equals stage 1's; here when the grid is the stored one). The class token's
+        entry of stage 4 is not included."""
+        pos = getattr(self, f"pos_embed{stage + 1}")
+        if self.config.cls_token and stage == 3:
+            pos = pos[:, 1:]
+        side = -(-self.config.img_size // (4 * 2**stage))
+        if (H, W) == (side, side) and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            return pos
+        grid = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        return F.interpolate(grid, size=(H, W), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+
+    def _forward(self, x: torch.Tensor, *, with_cls: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The stage maps and, with ``with_cls`` (PVTv1 classifiers), the normalised class
+        token ``(B, C_4)`` that attended with stage 4's tokens."""
         if not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input(x)
-        features = []
-        for patch_embed, blocks, norm in self.stages():
+        features, cls = [], None
+        for i, (patch_embed, blocks, norm) in enumerate(self.stages()):
             x, H, W = patch_embed(x)
+            if self.config.pos_embed:
+                x = x + self.position_embedding(i, H, W)
+                if with_cls and i == 3:
+                    first = (self.cls_token + self.pos_embed4[:, :1]).expand(x.shape[0], -1, -1)
+                    x = torch.cat([first, x], dim=1)
+                x = self.pos_drop(x)
             for blk in blocks:
                 x = blk(x, H, W)
-            x = norm(x)
+            if with_cls and i == 3:
+                cls, x = self.norm(x[:, 0]), x[:, 1:]
+            if norm is not None:
+                x = norm(x)
             # Channels-last view: no copy here; the next stage's conv reads it directly.
-            x = x.view(x.shape[0], H, W, -1).permute(0, 3, 1, 2)
+            x = x.reshape(x.shape[0], H, W, -1).permute(0, 3, 1, 2)
             features.append(x)
-        return features
+        return features, cls
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``(B, C_in, H, W)`` -> the 4 stage maps ``(B, C_i, H_i, W_i)`` (strides 4, 8, 16, 32).
+
+        PVTv1 models return them as the official detection backbone does: without the
+        class token (stage 4 attends over the patch tokens alone) and without norms.
+        """
+        return self._forward(x, with_cls=False)[0]
 
     def forward_head(self, features: Sequence[torch.Tensor] | torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Logits ``(B, num_classes)`` from ``forward_features``' list (or the last map alone)."""
+        if self.config.cls_token:
+            raise ValueError(
+                f"{self.config.name or 'this model'} classifies from its class token, which the stage maps do not "
+                "carry: call model(x) for logits"
+            )
         last = features[-1] if isinstance(features, (list, tuple)) else features
         pooled = last.mean(dim=(2, 3))
         return pooled if pre_logits else self.head(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.cls_token:
+            return self.head(self._forward(x, with_cls=True)[1])
         return self.forward_head(self.forward_features(x))
 
 
