@@ -14,7 +14,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
+from timm.models._features import FeatureInfo, feature_take_indices
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .layers import ATTENTION_KINDS, Block, ConvFFN, OverlapPatchEmbed, SpatialReductionAttention
 
@@ -60,6 +62,12 @@ class PVTv2Config:
     cls_token: bool = False
     stage_norms: bool = True
     img_size: int = 224
+    # Backbone use (mmdet's and timm's conventions): which stages forward_features returns
+    # (0-3), how many leading stages are frozen (no gradients, kept in eval mode), and
+    # whether forward itself returns those maps (timm's ``features_only``; no head).
+    out_indices: tuple[int, ...] = (0, 1, 2, 3)
+    frozen_stages: int = 0
+    features_only: bool = False
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +85,14 @@ class PVTv2Config:
                 raise ValueError(f"embed dim {dim} is not divisible by its {heads} heads")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        indices = tuple(int(i) % 4 if -4 <= int(i) < 4 else int(i) for i in self.out_indices)
+        object.__setattr__(self, "out_indices", indices)
+        if not indices or any(not 0 <= i < 4 for i in indices) or list(indices) != sorted(set(indices)):
+            raise ValueError(f"out_indices must be increasing stage indices in 0..3 (or -4..-1), got {tuple(self.out_indices)}")
+        if self.features_only:
+            object.__setattr__(self, "num_classes", 0)  # timm's features_only: no head
+        if not 0 <= self.frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be in 0..4 (stages 1..k frozen), got {self.frozen_stages}")
         if self.cls_token and (self.conv_ffn or self.attention == "linear" or self.sr_ratios[3] != 1):
             # The class token has no place on the stage-4 grid that a depth-wise conv or a
             # spatial reduction would need (PVTv1's stage 4: plain MLP, full attention).
@@ -178,6 +194,13 @@ class PyramidVisionTransformerV2(nn.Module):
             if name.startswith("pos_embed") or name == "cls_token":
                 trunc_normal_(p, std=0.02)
         self.apply(_init_weights)
+        #: timm's description of the maps forward_features returns (``.channels()``, ``.reduction()``).
+        self.feature_info = FeatureInfo(
+            [dict(num_chs=dim, reduction=4 * 2**i, module=f"block{i + 1}") for i, dim in enumerate(config.embed_dims)],
+            config.out_indices,
+        )
+        self.grad_checkpointing = False
+        self._freeze_stages()
 
     # -- structure -----------------------------------------------------------------
     def stages(self) -> list[tuple[OverlapPatchEmbed, nn.ModuleList, nn.LayerNorm | None]]:
@@ -185,6 +208,32 @@ class PyramidVisionTransformerV2(nn.Module):
         without stage norms, as in PVTv1)."""
         return [(getattr(self, f"patch_embed{i}"), getattr(self, f"block{i}"), getattr(self, f"norm{i}", None))
                 for i in range(1, 5)]
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        names = [f"{part}{i}" for i in range(1, self.config.frozen_stages + 1)
+                 for part in ("patch_embed", "block", "norm")]
+        return [getattr(self, n) for n in names if hasattr(self, n)]
+
+    def _freeze_stages(self) -> None:
+        """mmdet's ``frozen_stages``: stages 1..k get no gradients and stay in eval mode."""
+        for m in self._frozen_modules():
+            m.eval()
+            m.requires_grad_(False)
+        for i in range(1, self.config.frozen_stages + 1):
+            if hasattr(self, f"pos_embed{i}"):
+                getattr(self, f"pos_embed{i}").requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "PyramidVisionTransformerV2":
+        super().train(mode)
+        for m in self._frozen_modules():
+            m.eval()
+        return self
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in backward (``torch.utils.checkpoint``): the same gradients
+        with the blocks' activations not kept, for much less training memory."""
+        self.grad_checkpointing = enable
 
     def set_fused_attention(self, enabled: bool) -> None:
         """Switch every attention between fused SDPA and the explicit reference path.
@@ -275,13 +324,14 @@ class PyramidVisionTransformerV2(nn.Module):
         grid = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
         return F.interpolate(grid, size=(H, W), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
 
-    def _forward(self, x: torch.Tensor, *, with_cls: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """The stage maps and, with ``with_cls`` (PVTv1 classifiers), the normalised class
-        token ``(B, C_4)`` that attended with stage 4's tokens."""
+    def _forward(self, x: torch.Tensor, *, with_cls: bool, last: int = 3) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The maps of stages ``0..last`` and, with ``with_cls`` (PVTv1 classifiers), the
+        normalised class token ``(B, C_4)`` that attended with stage 4's tokens."""
         if not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input(x)
+        checkpointing = self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting()
         features, cls = [], None
-        for i, (patch_embed, blocks, norm) in enumerate(self.stages()):
+        for i, (patch_embed, blocks, norm) in enumerate(self.stages()[:last + 1]):
             x, H, W = patch_embed(x)
             if self.config.pos_embed:
                 x = x + self.position_embedding(i, H, W)
@@ -290,7 +340,7 @@ class PyramidVisionTransformerV2(nn.Module):
                     x = torch.cat([first, x], dim=1)
                 x = self.pos_drop(x)
             for blk in blocks:
-                x = blk(x, H, W)
+                x = checkpoint(blk, x, H, W, use_reentrant=False) if checkpointing else blk(x, H, W)
             if with_cls and i == 3:
                 cls, x = self.norm(x[:, 0]), x[:, 1:]
             if norm is not None:
@@ -301,12 +351,28 @@ class PyramidVisionTransformerV2(nn.Module):
         return features, cls
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``(B, C_in, H, W)`` -> the 4 stage maps ``(B, C_i, H_i, W_i)`` (strides 4, 8, 16, 32).
+        """``(B, C_in, H, W)`` -> the stage maps ``(B, C_i, H_i, W_i)`` (strides 4, 8, 16, 32)
+        of the stages in ``config.out_indices`` (all four by default; later stages are not run).
 
         PVTv1 models return them as the official detection backbone does: without the
         class token (stage 4 attends over the patch tokens alone) and without norms.
         """
-        return self._forward(x, with_cls=False)[0]
+        indices = self.config.out_indices
+        maps = self._forward(x, with_cls=False, last=indices[-1])[0]
+        return maps if len(indices) == len(maps) else [maps[i] for i in indices]
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, *, stop_early: bool = False,
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's API: the stage maps ``indices`` selects (``None``: all, an int ``n``: the last
+        ``n``, a sequence: those stages, negative counting from the end), and the last stage's
+        map ``(final, intermediates)`` unless ``intermediates_only`` (with ``stop_early``,
+        stages after the last one asked for are not run)."""
+        take, last = feature_take_indices(4, indices)
+        maps = self._forward(x, with_cls=False, last=last if stop_early or intermediates_only else 3)[0]
+        intermediates = [maps[i] for i in take]
+        return intermediates if intermediates_only else (maps[-1], intermediates)
 
     def forward_head(self, features: Sequence[torch.Tensor] | torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Logits ``(B, num_classes)`` from ``forward_features``' list (or the last map alone)."""
@@ -319,10 +385,13 @@ class PyramidVisionTransformerV2(nn.Module):
         pooled = last.mean(dim=(2, 3))
         return pooled if pre_logits else self.head(pooled)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits ``(B, num_classes)``; with ``features_only``, ``forward_features(x)``."""
+        if self.config.features_only:
+            return self.forward_features(x)
         if self.config.cls_token:
             return self.head(self._forward(x, with_cls=True)[1])
-        return self.forward_head(self.forward_features(x))
+        return self.forward_head(self._forward(x, with_cls=False)[0])
 
 
 # -- variant table ------------------------------------------------------------------
