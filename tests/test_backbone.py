@@ -100,3 +100,25 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     plain, checkpointed = grads
     for name, ref in plain.items():
         assert (ref - checkpointed[name]).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item()), name
+
+
+def test_torch_hub_entry_points(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[1])
+    spec = importlib.util.spec_from_file_location("hubconf", Path(repo) / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    entries = {n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith("_")}
+    assert set(pvtv2.list_models()) | {"detector", "segmenter"} <= entries
+    reference = randomize_(pvtv2.create_model("pvt_v2_b0", num_classes=3)).eval()
+    reference.save_pretrained(tmp_path / "b0")
+    loaded = torch.hub.load(repo, "pvt_v2_b0", source="local", pretrained=str(tmp_path / "b0")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), reference(x))
+    assert type(torch.hub.load(repo, "pvt_v2_b1", source="local")).__name__ == "PyramidVisionTransformerV2"
+    seg = torch.hub.load(repo, "segmenter", source="local", backbone="pvt_v2_b0", num_classes=4).eval()
+    with torch.no_grad():
+        assert seg(x).shape == (1, 4, 64, 64)
