@@ -13,7 +13,6 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
 from timm.models._features import FeatureInfo, feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -110,6 +109,15 @@ class PVTv2Config:
         if unknown:
             raise ValueError(f"unknown PVTv2 config keys {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+
+def trunc_normal_(tensor: torch.Tensor, std: float = 0.02) -> torch.Tensor:
+    """The official ``trunc_normal_(w, std=.02)``: timm's truncates at +-2 *absolute*, i.e.
+    100 standard deviations, where no sample ever lands, so a normal draw clamped there has
+    the same distribution at a quarter of the cost (model construction time matters in tests
+    and notebooks: the four-op inverse-CDF method took most of b2's 3 s build)."""
+    with torch.no_grad():
+        return tensor.normal_(0.0, std).clamp_(-2.0, 2.0)
 
 
 def _init_weights(m: nn.Module) -> None:
