@@ -1,4 +1,4 @@
-"""Loading every checkpoint format, saving ours, converting, and the errors for broken files."""
+"""Loading every checkpoint format, saving the pvtv2 format, converting, and the errors for broken files."""
 import json
 import pickle
 import warnings
@@ -13,7 +13,7 @@ from transformers import PvtV2Config as HFConfig
 from transformers import PvtV2ForImageClassification
 
 import pvtv2
-from pvtv2.checkpoint import CheckpointError, detect_format, ours_to_timm, ours_to_transformers
+from pvtv2.checkpoint import CheckpointError, detect_format, pvtv2_to_timm, pvtv2_to_transformers
 
 HF_ARCH = {
     "pvt_v2_b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2]),
@@ -98,7 +98,7 @@ def test_wrapped_training_checkpoints(tmp_path, b0, wrap):
     if wrap == "module":
         obj = {"model": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}
     elif wrap == "ema":
-        obj = {"state_dict": {f"_orig_mod.{k}": v for k, v in ours_to_timm(sd).items()}, "optimizer": {"lr": 1.0}}
+        obj = {"state_dict": {f"_orig_mod.{k}": v for k, v in pvtv2_to_timm(sd).items()}, "optimizer": {"lr": 1.0}}
     else:
         obj = {wrap: sd, "epoch": torch.tensor(4)}
     torch.save(obj, tmp_path / "train.pt")
@@ -110,22 +110,22 @@ def test_wrapped_training_checkpoints(tmp_path, b0, wrap):
 
 def test_in_memory_state_dict(b0):
     model = pvtv2.create_model("pvt_v2_b0")
-    report = pvtv2.load_checkpoint(model, ours_to_transformers(b0.state_dict()))
+    report = pvtv2.load_checkpoint(model, pvtv2_to_transformers(b0.state_dict()))
     assert report.format == "transformers" and report.source == "<state dict>"
     assert torch.equal(model.block2[1].attn.kv.weight, b0.block2[1].attn.kv.weight)
 
 
-# -- our format ----------------------------------------------------------------------------
+# -- the pvtv2 format ---------------------------------------------------------------------
 def test_save_pretrained_round_trip(tmp_path, b0):
-    b0.save_pretrained(tmp_path / "ours", class_names=[f"c{i}" for i in range(1000)])
-    cfg = json.loads((tmp_path / "ours" / "config.json").read_text())
+    b0.save_pretrained(tmp_path / "pvtv2", class_names=[f"c{i}" for i in range(1000)])
+    cfg = json.loads((tmp_path / "pvtv2" / "config.json").read_text())
     assert cfg["library"] == "pvtv2" and cfg["config"]["embed_dims"] == [32, 64, 160, 256]
-    again = pvtv2.create_model(pretrained=tmp_path / "ours").eval()
+    again = pvtv2.create_model(pretrained=tmp_path / "pvtv2").eval()
     assert again.config == b0.config and again.class_names[3] == "c3"
     for k, v in b0.state_dict().items():
         assert torch.equal(v, again.state_dict()[k])
     # The safetensors file alone rebuilds the model (config in its metadata).
-    alone = pvtv2.create_model(pretrained=tmp_path / "ours" / "model.safetensors")
+    alone = pvtv2.create_model(pretrained=tmp_path / "pvtv2" / "model.safetensors")
     assert alone.config == b0.config
 
 
@@ -138,29 +138,29 @@ def test_ablation_config_round_trips(tmp_path):
 
 @pytest.mark.parametrize("to", ["official", "timm", "transformers"])
 def test_round_trip_through_every_format_is_exact(tmp_path, b0, to):
-    b0.save_pretrained(tmp_path / "ours")
+    b0.save_pretrained(tmp_path / "pvtv2")
     dst = tmp_path / ("foreign.pth" if to != "transformers" else "hf")
-    pvtv2.convert(tmp_path / "ours", dst, to=to)
-    pvtv2.convert(dst, tmp_path / "back", to="ours", name="pvt_v2_b0")
+    pvtv2.convert(tmp_path / "pvtv2", dst, to=to)
+    pvtv2.convert(dst, tmp_path / "back", to="pvtv2", name="pvt_v2_b0")
     back = pvtv2.create_model(pretrained=tmp_path / "back")
     for k, v in b0.state_dict().items():
         assert torch.equal(v, back.state_dict()[k]), k
 
 
 def test_converted_files_load_in_peers(tmp_path, b0):
-    b0.save_pretrained(tmp_path / "ours")
+    b0.save_pretrained(tmp_path / "pvtv2")
     x = images((224, 224))
     with torch.no_grad():
         expected = b0(x)
-        pvtv2.convert(tmp_path / "ours", tmp_path / "t.safetensors", to="timm")
+        pvtv2.convert(tmp_path / "pvtv2", tmp_path / "t.safetensors", to="timm")
         peer = timm.create_model("pvt_v2_b0", pretrained=True,
                                  pretrained_cfg_overlay={"file": str(tmp_path / "t.safetensors")}).eval()
         assert max_diff(peer(x), expected) < 1e-4
-        pvtv2.convert(tmp_path / "ours", tmp_path / "hf", to="transformers")
+        pvtv2.convert(tmp_path / "pvtv2", tmp_path / "hf", to="transformers")
         hf = PvtV2ForImageClassification.from_pretrained(tmp_path / "hf").eval()
         # transformers uses one LayerNorm eps (1e-6) where the official code has 1e-5 in two places.
         assert max_diff(hf(pixel_values=x).logits, expected) < 1e-4
-        pvtv2.convert(tmp_path / "ours", tmp_path / "o.pth", to="official")
+        pvtv2.convert(tmp_path / "pvtv2", tmp_path / "o.pth", to="official")
         official = torch.load(tmp_path / "o.pth", weights_only=True)
         assert set(official) == set(b0.state_dict())
 
@@ -258,8 +258,8 @@ def test_missing_path_and_offline_hub(tmp_path, monkeypatch):
 def test_detect_format():
     sd = pvtv2.create_model("pvt_v2_b0").state_dict()
     assert detect_format(sd) == "official"
-    assert detect_format(ours_to_timm(sd)) == "timm"
-    assert detect_format(ours_to_transformers(sd)) == "transformers"
+    assert detect_format(pvtv2_to_timm(sd)) == "timm"
+    assert detect_format(pvtv2_to_transformers(sd)) == "transformers"
 
 
 def test_no_warning_when_head_matches(tmp_path, b0):

@@ -57,7 +57,7 @@ def test_matches_timm(name):
     """Same weights, same logits as timm's pvt_v2_* (float32)."""
     ours = randomize_(pvtv2.create_model(name)).eval()
     peer = timm.create_model(name).eval()
-    peer.load_state_dict(pvtv2.checkpoint.ours_to_timm(ours.state_dict()))
+    peer.load_state_dict(pvtv2.checkpoint.pvtv2_to_timm(ours.state_dict()))
     with torch.no_grad():
         for size in [(224, 224), (193, 257)]:
             x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))

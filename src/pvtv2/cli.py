@@ -170,10 +170,10 @@ def cmd_segment_predict(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .checkpoint import convert
+    from .checkpoint import canonical_format, convert
 
-    dst = convert(args.src, args.dst, to=args.to, name=args.model)
-    print(f"wrote {args.to} checkpoint to {dst}")
+    dst = convert(args.src, args.dst, to=args.to, name=args.model, overwrite=args.overwrite)
+    print(f"wrote {canonical_format(args.to)} checkpoint to {dst}")
     return 0
 
 
@@ -266,7 +266,7 @@ def cmd_models(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .checkpoint import FORMATS
+    from .checkpoint import FORMAT_ALIASES, FORMATS
     from .classification.recipe import config_fields
 
     parser = argparse.ArgumentParser(prog="pvtv2", description="Pyramid Vision Transformer v2: models, training, tools")
@@ -376,9 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
     p.add_argument("src", help="file, folder or hub id")
-    p.add_argument("dst")
-    p.add_argument("--to", default="ours", choices=FORMATS)
+    p.add_argument("dst", help="pvtv2/transformers: a folder (pvtv2 also a .safetensors file); "
+                               "official/timm: a .pth, .pt, .bin or .safetensors file")
+    p.add_argument("--to", default="pvtv2", choices=FORMATS + tuple(FORMAT_ALIASES),
+                   help="target format ('ours' is the old name of 'pvtv2')")
     p.add_argument("--model", default=None, help="variant name, when the source carries no config")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing destination (never the source)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="the main job on embedded data: synth data -> train b0 -> eval -> predict")

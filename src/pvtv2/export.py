@@ -150,13 +150,11 @@ def export_torchscript(model: PyramidVisionTransformerV2, out: str | Path, *, ba
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, format: str = "onnx", model: str | None = None,
                       backbone: bool = False, dynamic: bool = True, opset: int = 18) -> Path:
     """``pvtv2 export``: build the model from ``checkpoint`` (any supported format) and export it."""
-    from .checkpoint import read_checkpoint
-
     net = create_model(model, pretrained=checkpoint)
     meta = {}
     if not backbone:
         names = getattr(net, "class_names", None)
-        extra = read_checkpoint(checkpoint).extra if Path(checkpoint).exists() else {}
+        extra = getattr(net, "checkpoint_extra", {})
         meta = {"class_names": json.dumps(names or [str(i) for i in range(net.num_classes)]),
                 "input_size": str(extra.get("input_size", 224)), "crop_pct": str(extra.get("crop_pct", 0.875))}
     if format == "onnx":

@@ -22,7 +22,8 @@ def create_model(
     checkpoint's leaves a new head (with a warning) for fine-tuning.
     ``pretrained``: ``None``/``False`` (random init), ``True`` (the variant's published
     ImageNet-1K weights, downloaded from the Hugging Face Hub), a hub id, a local file or
-    folder, or a state dict; see :func:`pvtv2.load_checkpoint`. ``name`` may be omitted
+    folder (a run's ``best.safetensors`` or ``last.pt`` too), a state dict, or a
+    :class:`pvtv2.checkpoint.Checkpoint` already read; see :func:`pvtv2.load_checkpoint`. ``name`` may be omitted
     (or be a path) when the checkpoint carries its config (our format, transformers folders).
     ``overrides`` are :class:`pvtv2.PVTv2Config` fields (``attention="full"``,
     ``patch_embed="plain"``, ``conv_ffn=False``, ``drop_rate``...).

@@ -1,6 +1,6 @@
 """PyramidVisionTransformerV2: four stages of (patch embedding -> blocks -> norm).
 
-Reads top-down: configuration, model, variant table, builders. The module/parameter
+Reads top-down: configuration, model, variant table (from :mod:`pvtv2.registry`). The module/parameter
 layout is the official one (``patch_embed{i}``, ``block{i}``, ``norm{i}``, ``head``), so
 official checkpoints load without renaming; other formats are mapped in
 :mod:`pvtv2.checkpoint`.
@@ -8,7 +8,9 @@ official checkpoints load without renaming; other formats are mapped in
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -18,6 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .layers import ATTENTION_KINDS, Block, ConvFFN, OverlapPatchEmbed, SpatialReductionAttention
+from .registry import REGISTRY, get_variant, variant_names
 
 #: Smallest input side: the four stages divide by 32 in all.
 MIN_INPUT_SIZE = 32
@@ -293,6 +296,13 @@ class PyramidVisionTransformerV2(nn.Module):
         ``pvt.py`` (which keeps the position embeddings decayed); PVTv2 has neither."""
         return {"cls_token"} if self.config.cls_token else set()
 
+    def save_pretrained(self, directory: str | os.PathLike, *, class_names: list[str] | None = None) -> Path:
+        """Write ``directory/model.safetensors`` + ``config.json``; ``create_model(pretrained=directory)``
+        rebuilds this model. ``class_names`` default to ``self.class_names`` when a checkpoint set them."""
+        from .checkpoint.io import save_pretrained  # the checkpoint package imports this module
+
+        return save_pretrained(self, directory, class_names=class_names)
+
     # -- forward -------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` for inputs the network cannot take, before any conv sees them."""
@@ -403,32 +413,18 @@ class PyramidVisionTransformerV2(nn.Module):
 
 
 # -- variant table ------------------------------------------------------------------
-# Widths, depths, heads, MLP and reduction ratios from whai362/PVT classification/pvt_v2.py.
-_WIDE = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), sr_ratios=(8, 4, 2, 1))
-VARIANTS: dict[str, dict[str, Any]] = {
-    "pvt_v2_b0": dict(_WIDE, embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), mlp_ratios=(8, 8, 4, 4)),
-    "pvt_v2_b1": dict(_WIDE, depths=(2, 2, 2, 2), mlp_ratios=(8, 8, 4, 4)),
-    "pvt_v2_b2": dict(_WIDE, depths=(3, 4, 6, 3), mlp_ratios=(8, 8, 4, 4)),
-    "pvt_v2_b2_li": dict(_WIDE, depths=(3, 4, 6, 3), mlp_ratios=(8, 8, 4, 4), attention="linear"),
-    "pvt_v2_b3": dict(_WIDE, depths=(3, 4, 18, 3), mlp_ratios=(8, 8, 4, 4)),
-    "pvt_v2_b4": dict(_WIDE, depths=(3, 8, 27, 3), mlp_ratios=(8, 8, 4, 4)),
-    "pvt_v2_b5": dict(_WIDE, depths=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4)),
-}
-
-#: Official ImageNet-1K stochastic-depth rates (classification/configs/pvt_v2/*.py).
-DEFAULT_DROP_PATH = {
-    "pvt_v2_b0": 0.1, "pvt_v2_b1": 0.1, "pvt_v2_b2": 0.1, "pvt_v2_b2_li": 0.1,
-    "pvt_v2_b3": 0.3, "pvt_v2_b4": 0.3, "pvt_v2_b5": 0.3,
-}
+# Derived from pvtv2.registry, the one place a variant's facts are written.
+#: ``name -> PVTv2Config`` keyword arguments of every published variant.
+VARIANTS: dict[str, dict[str, Any]] = {name: v.architecture() for name, v in REGISTRY.items()}
+#: Official ImageNet-1K stochastic-depth rates (the recipe's default ``--drop-path``).
+DEFAULT_DROP_PATH: dict[str, float] = {name: v.drop_path for name, v in REGISTRY.items()}
 
 
 def list_models() -> list[str]:
     """Names of the PVTv2 variants, smallest first."""
-    return list(VARIANTS)
+    return variant_names("pvt_v2")
 
 
 def variant_config(name: str, **overrides: Any) -> PVTv2Config:
     """The :class:`PVTv2Config` of a named variant, with ``overrides`` applied."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(VARIANTS)}")
-    return PVTv2Config(name=name, **{**VARIANTS[name], **overrides})
+    return PVTv2Config(name=name, **{**get_variant(name).architecture(), **overrides})

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from ..layers import LinearSRA, SpatialReductionAttention
+from ..registry import REGISTRY
 
-#: Table 1/2 of the paper (GFLOPs at 224x224).
-PAPER_GFLOPS = {"pvt_v2_b0": 0.6, "pvt_v2_b1": 2.1, "pvt_v2_b2": 4.0, "pvt_v2_b2_li": 3.9,
-                "pvt_v2_b3": 6.9, "pvt_v2_b4": 10.1, "pvt_v2_b5": 11.8}
+#: The paper's GFLOPs at 224x224, per variant (from :mod:`pvtv2.registry`).
+PAPER_GFLOPS = {name: v.paper_gflops for name, v in REGISTRY.items()}
 
 
 def _attention_macs(module: SpatialReductionAttention, x: torch.Tensor, H: int, W: int) -> int:

@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoint import read_checkpoint
 from ..engine import progress
 from ..factory import create_model
 from .data import IMG_EXTENSIONS, eval_transform
@@ -52,12 +51,12 @@ def _collate(batch):
 
 
 def load_classifier(checkpoint: str | Path, model: str | None = None, *, device: str = "cpu"):
-    """Build a classifier from a checkpoint -> (model, class names, input size, crop pct)."""
-    ckpt = read_checkpoint(checkpoint)
+    """Build a classifier from a checkpoint (file, folder or hub id) -> (model, class names,
+    input size, crop pct)."""
     net = create_model(model, pretrained=checkpoint)
     net.eval().to(device)
-    meta = ckpt.extra
-    names = getattr(net, "class_names", None) or ckpt.class_names
+    meta = getattr(net, "checkpoint_extra", {})
+    names = getattr(net, "class_names", None)
     if not names or len(names) != net.num_classes:
         names = [str(i) for i in range(net.num_classes)]
     return net, names, int(meta.get("input_size", 224)), float(meta.get("crop_pct", 0.875))

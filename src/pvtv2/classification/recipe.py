@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..model import DEFAULT_DROP_PATH
+from ..registry import REGISTRY
 
-#: configs/pvt_v2/pvt_v2_b{3,4,5}.py set clip_grad=1.0; b0, b1, b2, b2_li set None.
-DEFAULT_CLIP_GRAD = {"pvt_v2_b3": 1.0, "pvt_v2_b4": 1.0, "pvt_v2_b5": 1.0}
+#: Per-variant gradient clipping of configs/pvt_v2/*.py (0: none), from :mod:`pvtv2.registry`.
+DEFAULT_CLIP_GRAD = {name: v.clip_grad for name, v in REGISTRY.items()}
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:

@@ -22,7 +22,8 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from ..checkpoint import load_task_state, read_task_file, save_task_file
+from ..checkpoint import TaskFile, load_task_file, save_task_file
+from ..errors import CheckpointError
 from ..factory import create_model
 from ..model import PyramidVisionTransformerV2
 
@@ -102,11 +103,15 @@ def save_detector(model: nn.Module, path: str | os.PathLike, *, class_names: lis
 def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu", **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a detector written by :func:`save_detector` -> ``(model in eval mode, metadata)``;
     keyword arguments (``box_score_thresh``...) go to the torchvision model."""
-    state, meta, body = read_task_file(path, "detect")
-    kind, names = meta["kind"], json.loads(meta["class_names"])
-    model = DETECTORS[kind](_with_fpn(body, kind), num_classes=len(names) + 1, min_size=tuple(json.loads(meta["min_size"])),
-                            max_size=int(meta["max_size"]), **kwargs)
-    load_task_state(model, state, path)
-    model.kind, model.num_object_classes = kind, len(names)
-    info = {"kind": kind, "class_names": names, **json.loads(meta["pvtv2_extra"])}
+    def build(f: TaskFile) -> nn.Module:
+        kind = f.metadata.get("kind")
+        if kind not in DETECTORS:
+            raise CheckpointError(f"{f.path}: unknown detector kind {kind!r} in its metadata; expected one of {', '.join(KINDS)}")
+        model = DETECTORS[kind](_with_fpn(f.backbone, kind), num_classes=len(f.class_names) + 1,
+                                min_size=tuple(f.json("min_size")), max_size=int(f.json("max_size")), **kwargs)
+        model.kind, model.num_object_classes = kind, len(f.class_names)
+        return model
+
+    model, f = load_task_file(path, task="detect", label="detection", build=build)
+    info = {"kind": model.kind, "class_names": f.class_names, **f.extra}
     return model.eval().to(device), info

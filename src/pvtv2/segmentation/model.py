@@ -7,7 +7,6 @@ Widths follow MMSegmentation's ``fpn_r50.py`` used by whai362/PVT (neck 256, hea
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from ..checkpoint import load_task_state, read_task_file, save_task_file
+from ..checkpoint import TaskFile, load_task_file, save_task_file
 from ..factory import create_model
 from ..model import PyramidVisionTransformerV2
 
@@ -92,9 +91,9 @@ def save_segmenter(model: SemanticFPN, path: str | os.PathLike, *, class_names: 
 def load_segmenter(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[SemanticFPN, dict[str, Any]]:
     """Rebuild a segmenter written by :func:`save_segmenter` (e.g. a run's ``best.safetensors``);
     returns ``(model in eval mode, metadata)`` with ``class_names`` and the training ``scale``/``crop``."""
-    state, meta, backbone = read_task_file(path, "segment")
-    model = SemanticFPN(backbone, int(meta["num_classes"]))
-    load_task_state(model, state, path)
-    info = {"class_names": json.loads(meta["class_names"]), **json.loads(meta["pvtv2_extra"])}
-    model.class_names = info["class_names"]
-    return model.eval().to(device), info
+    def build(f: TaskFile) -> SemanticFPN:
+        return SemanticFPN(f.backbone, int(f.json("num_classes")))
+
+    model, f = load_task_file(path, task="segment", label="segmentation", build=build)
+    model.class_names = f.class_names
+    return model.eval().to(device), {"class_names": f.class_names, **f.extra}
