@@ -6,7 +6,10 @@ import torch
 # Two cores here: keep torch from oversubscribing them and keep runs repeatable.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-ALL_MODELS = ["pvt_v2_b0", "pvt_v2_b1", "pvt_v2_b2", "pvt_v2_b2_li", "pvt_v2_b3", "pvt_v2_b4", "pvt_v2_b5"]
+from pvtv2.registry import REGISTRY  # noqa: E402  (after the thread setting)
+
+#: Every registered variant: the registry is the one list of them, tests included.
+ALL_MODELS = list(REGISTRY)
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

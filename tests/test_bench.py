@@ -10,6 +10,7 @@ from conftest import ALL_MODELS, randomize_
 
 import pvtv2
 from pvtv2.bench import PAPER_GFLOPS, count_flops
+from pvtv2.registry import REGISTRY
 from pvtv2.bench.scaling import attention_matrix_mb, estimate_gmacs, fit_exponent, measure_point
 from pvtv2.bench.speed import cpu_step_memory, Case, Setting, format_result, run_case, top1_agreement
 
@@ -49,7 +50,8 @@ def test_flops_cli_json():
     res = subprocess.run([sys.executable, "-m", "pvtv2", "flops", "--model", "pvt_v2_b2_li", "--json"],
                          capture_output=True, text=True, check=True)
     row = json.loads(res.stdout)[0]
-    assert row["model"] == "pvt_v2_b2_li" and row["paper_gflops"] == 3.9 and round(row["gflops"], 1) == 3.9
+    paper = REGISTRY["pvt_v2_b2_li"].paper_gflops
+    assert row["model"] == "pvt_v2_b2_li" and row["paper_gflops"] == paper and round(row["gflops"], 1) == paper
 
 
 def test_scaling_estimates_and_fit():

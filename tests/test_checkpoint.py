@@ -1,12 +1,15 @@
 """Loading every checkpoint format, saving the pvtv2 format, converting, and the errors for broken files."""
 import json
 import pickle
+import subprocess
+import time
 import warnings
 
 import pytest
 import timm
 import torch
-from conftest import randomize_
+from conftest import ENV, pvtv2_cmd, randomize_
+from PIL import Image
 from safetensors.torch import save_file
 from timm.models.pvt_v2 import checkpoint_filter_fn as timm_filter
 from transformers import PvtV2Config as HFConfig
@@ -243,14 +246,80 @@ def test_unrelated_state_dict(tmp_path):
         pvtv2.load_checkpoint(pvtv2.create_model("pvt_v2_b0"), tmp_path / "other.pt")
 
 
-def test_missing_path_and_offline_hub(tmp_path, monkeypatch):
+# -- hub ids ------------------------------------------------------------------------------
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A private Hugging Face cache, and a hub endpoint that refuses connections (a closed
+    local port), so nothing here reaches the network even on a machine that could.
+    Returns ``add(repo_id, files)``, which puts a snapshot of ``files`` in the cache."""
+    import huggingface_hub.constants as hf
+
+    endpoint = "http://127.0.0.1:9"
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hub"))  # constants are read at import
+    monkeypatch.setattr(hf, "ENDPOINT", endpoint)
+    monkeypatch.setattr(hf, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+
+    def add(repo_id, files):
+        repo = tmp_path / "hub" / ("models--" + repo_id.replace("/", "--"))
+        commit = "0123456789abcdef0123456789abcdef01234567"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text(commit)
+        snapshot = repo / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        for name, write in files.items():
+            write(snapshot / name)
+        return snapshot
+
+    return add
+
+
+def _timm_hub_repo(model):
+    """The files of timm's hub repos: timm-layout safetensors and timm's config.json."""
+    return {"model.safetensors": lambda p: save_file(pvtv2_to_timm(model.state_dict()), p),
+            "config.json": lambda p: p.write_text(json.dumps({"architecture": "pvt_v2_b0", "num_classes": 1000}))}
+
+
+def test_hub_id_works_wherever_a_checkpoint_is_accepted(tmp_path, hub, b0):
+    """``--checkpoint timm/pvt_v2_b0.in1k`` for predict/eval/export resolves like ``create_model``'s
+    ``pretrained=`` (here from the cache, as after a first download)."""
+    from pvtv2.classification.predict import load_classifier, predict
+    from pvtv2.export import export_checkpoint
+
+    hub("timm/pvt_v2_b0.in1k", _timm_hub_repo(b0))
+    x = images((64, 64))
+    with torch.no_grad():
+        expected = b0(x)
+        for model in (pvtv2.create_model(pretrained="timm/pvt_v2_b0.in1k"),  # a hub id (its snapshot folder)
+                      pvtv2.create_model("pvt_v2_b0", pretrained=True),  # the variant's published file
+                      load_classifier("timm/pvt_v2_b0.in1k")[0]):  # predict and eval
+            assert model.load_report.format == "timm" and max_diff(model.eval()(x), expected) < 1e-4
+    img = tmp_path / "img.png"
+    Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy()).save(img)
+    assert len(next(predict([img], "timm/pvt_v2_b0.in1k", topk=2, show_progress=False))["top"]) == 2
+    out = export_checkpoint("timm/pvt_v2_b0.in1k", tmp_path / "b0.pt", format="torchscript")
+    assert out.is_file()
+
+
+def test_unreachable_hub_fails_at_once(hub):
+    """Offline without HF_HUB_OFFLINE: no retries (huggingface_hub's own take about 25 s), a
+    message naming the hub id and what to do. The time bound only guards against a hang."""
+    start = time.monotonic()
+    with pytest.raises(CheckpointError, match=r"timm/pvt_v2_b0\.in1k: cannot reach the Hugging Face Hub.*pretrained='path/to"):
+        pvtv2.create_model("pvt_v2_b0", pretrained=True)
+    assert time.monotonic() - start < 10
+
+
+def test_missing_path_and_offline_hub(tmp_path, monkeypatch, hub):
     with pytest.raises(CheckpointError, match="no such file"):
         pvtv2.create_model("pvt_v2_b0", pretrained=str(tmp_path / "nope.pth"))
+    with pytest.raises(CheckpointError, match=r"runs/x/last\.pt: no such file"):  # a relative path, not a hub id
+        pvtv2.create_model("pvt_v2_b0", pretrained="runs/x/last.pt")
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(CheckpointError, match=r"timm/pvt_v2_b0.in1k.*offline.*pretrained='path/to"):
         pvtv2.create_model("pvt_v2_b0", pretrained=True)
 
@@ -267,3 +336,153 @@ def test_no_warning_when_head_matches(tmp_path, b0):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pvtv2.create_model("pvt_v2_b0", pretrained=tmp_path)
+
+
+# -- training states ------------------------------------------------------------------------
+def _write_last_pt(path, model, classes, *, task="classify"):
+    """A last.pt as classification/train.py writes it: the *training* config under ``config``."""
+    from pvtv2.classification import TrainConfig
+    from pvtv2.engine import save_training_state
+
+    cfg = TrainConfig(data="d", model="pvt_v2_b0", img_size=48).resolved()
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_training_state(path, {
+        "meta": {"task": task, "model": "pvt_v2_b0", "classes": classes, "img_size": 48}, "epoch": 0,
+        "best_top1": 50.0, "history": [], "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scaler": None, "ema": None, "config": cfg.to_dict(), "class_names": classes,
+    })
+
+
+def test_last_pt_loads_as_weights(tmp_path):
+    from pvtv2.classification.predict import load_classifier
+
+    trained = randomize_(pvtv2.create_model("pvt_v2_b0", num_classes=3), seed=6).eval()
+    last = tmp_path / "runs" / "x" / "last.pt"
+    _write_last_pt(last, trained, ["a", "b", "c"])
+    model = pvtv2.create_model("pvt_v2_b0", num_classes=3)
+    report = pvtv2.load_checkpoint(model, last)  # the README's example
+    assert report.loaded == len(trained.state_dict()) and torch.equal(model.head.weight, trained.head.weight)
+    alone = pvtv2.create_model(pretrained=last)  # the variant and classes from the training state
+    assert alone.config.name == "pvt_v2_b0" and alone.class_names == ["a", "b", "c"]
+    net, names, size, crop = load_classifier(last)  # pvtv2 eval / predict --checkpoint last.pt
+    assert names == ["a", "b", "c"] and size == 48 and crop == pytest.approx(0.875)
+    for k, v in trained.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v), k
+    _write_last_pt(tmp_path / "det.pt", trained, ["a"], task="detect")
+    with pytest.raises(CheckpointError, match=r"det\.pt: this is a pvtv2 detect training state.*pvtv2 detect eval"):
+        pvtv2.load_checkpoint(model, tmp_path / "det.pt")
+
+
+# -- values a copy would take silently -------------------------------------------------------
+def test_integer_and_non_finite_tensors_are_refused(tmp_path, b0):
+    from pvtv2.segmentation import create_segmenter, load_segmenter, save_segmenter
+
+    sd = dict(b0.state_dict())
+    sd["head.weight"] = torch.ones(sd["head.weight"].shape, dtype=torch.int32)  # the right size, the wrong kind
+    save_file(sd, tmp_path / "int.safetensors")
+    with pytest.raises(CheckpointError, match=r"int\.safetensors.*not floating point.*head\.weight \(torch\.int32\)"):
+        pvtv2.load_checkpoint(pvtv2.create_model("pvt_v2_b0"), tmp_path / "int.safetensors")
+    sd = dict(b0.state_dict())
+    sd["block1.0.attn.q.weight"] = sd["block1.0.attn.q.weight"].clone()
+    sd["block1.0.attn.q.weight"][0, 0] = float("nan")
+    sd["norm4.bias"] = torch.full_like(sd["norm4.bias"], float("inf"))
+    torch.save(sd, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError, match=r"nan\.pth: 2 tensor\(s\) hold NaN or inf values: block1\.0\.attn\.q\.weight, norm4\.bias"):
+        pvtv2.create_model("pvt_v2_b0", pretrained=tmp_path / "nan.pth")
+    # Task files (detectors, segmenters) are checked the same way.
+    seg = create_segmenter("pvt_v2_b0", 3)
+    with torch.no_grad():
+        seg.head.classifier.weight[0] = float("nan")
+    save_segmenter(seg, tmp_path / "seg.safetensors")
+    with pytest.raises(CheckpointError, match=r"seg\.safetensors: 1 tensor\(s\) hold NaN or inf values: head\.classifier\.weight"):
+        load_segmenter(tmp_path / "seg.safetensors")
+
+
+# -- files that are not checkpoints, or damaged ones --------------------------------------------
+def test_broken_metadata_names_the_file(tmp_path, b0):
+    save_file(b0.state_dict(), tmp_path / "bad.safetensors", metadata={"library": "pvtv2", "pvtv2_config": '{"embed_dims": [32,'})
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors: metadata entry 'pvtv2_config' is not valid JSON"):
+        pvtv2.create_model(pretrained=tmp_path / "bad.safetensors")
+    save_file(b0.state_dict(), tmp_path / "keys.safetensors", metadata={"pvtv2_config": '{"widths": [1]}'})
+    with pytest.raises(CheckpointError, match=r"keys\.safetensors: metadata entry 'pvtv2_config' is not a valid PVTv2 config.*widths"):
+        pvtv2.create_model(pretrained=tmp_path / "keys.safetensors")
+    b0.save_pretrained(tmp_path / "folder")
+    (tmp_path / "folder" / "config.json").write_text(json.dumps({"library": "pvtv2", "config": {"depth": 3}}))
+    with pytest.raises(CheckpointError, match=r"folder/config\.json: its 'config' entry is not a valid PVTv2 config"):
+        pvtv2.create_model(pretrained=tmp_path / "folder")
+
+
+def test_exports_are_named_as_such(tmp_path, b0):
+    """Our ONNX and TorchScript exports given where a checkpoint is expected: the message says
+    what the file is and what takes it (not "pickled objects" or "truncated")."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pvtv2.export import export_torchscript
+
+    export_torchscript(b0, tmp_path / "m.pt", check_sizes=[(64, 64)])
+    with pytest.raises(CheckpointError, match=r"m\.pt: this is a TorchScript module.*torch\.jit\.load"):
+        pvtv2.load_checkpoint(pvtv2.create_model("pvt_v2_b0"), tmp_path / "m.pt")
+    # An ONNX file laid out as torch.onnx writes one (exporting b0 itself takes 10+ s).
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])])
+    proto = helper.make_model(graph, producer_name="pytorch")
+    for name in ("m.onnx", "renamed.pth"):
+        onnx.save(proto, tmp_path / name)
+        with pytest.raises(CheckpointError, match=rf"{name}: this is an ONNX model.*pvtv2 predict IMAGES --checkpoint MODEL\.onnx"):
+            pvtv2.create_model("pvt_v2_b0", pretrained=tmp_path / name)
+
+
+def test_a_checkpoint_is_read_once(tmp_path, b0, monkeypatch):
+    """predict/eval/export build the model and take its metadata (input size) from one read."""
+    from pvtv2.checkpoint import io
+    from pvtv2.classification.predict import load_classifier
+
+    pvtv2.checkpoint.save_file(b0, tmp_path / "b0.safetensors", extra={"input_size": 96})
+    reads = []
+    original = io._read_file
+    monkeypatch.setattr(io, "_read_file", lambda path: reads.append(path) or original(path))
+    assert load_classifier(tmp_path / "b0.safetensors")[2] == 96
+    assert reads == [tmp_path / "b0.safetensors"]
+
+
+# -- convert: nothing existing replaced unless asked, never the source ------------------------
+def test_convert_refuses_to_overwrite(tmp_path, b0):
+    b0.save_pretrained(tmp_path / "src")
+    src_bytes = (tmp_path / "src" / "model.safetensors").read_bytes()
+    (tmp_path / "taken.pth").write_bytes(b"someone's file")
+    with pytest.raises(CheckpointError, match=r"taken\.pth: already exists; pass overwrite=True \(--overwrite\)"):
+        pvtv2.convert(tmp_path / "src", tmp_path / "taken.pth", to="official")
+    assert (tmp_path / "taken.pth").read_bytes() == b"someone's file"
+    pvtv2.convert(tmp_path / "src", tmp_path / "taken.pth", to="official", overwrite=True)
+    assert set(torch.load(tmp_path / "taken.pth", weights_only=True)) == set(b0.state_dict())
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("keep")
+    with pytest.raises(CheckpointError, match="full: already exists"):
+        pvtv2.convert(tmp_path / "src", tmp_path / "full", to="transformers")
+    # Never the source, nor a folder holding it or a file inside it, even with overwrite=True.
+    for dst, to in ((tmp_path / "src", "pvtv2"), (tmp_path / "src" / "model.safetensors", "pvtv2"), (tmp_path, "transformers")):
+        with pytest.raises(CheckpointError, match="would overwrite the source"):
+            pvtv2.convert(tmp_path / "src", dst, to=to, overwrite=True)
+    assert (tmp_path / "src" / "model.safetensors").read_bytes() == src_bytes
+
+
+@pytest.mark.parametrize("to,dst,expected", [
+    ("official", "b0.onnx", "name it .pth, .pt or .bin"), ("timm", "b0_timm", "name it .pth"),
+    ("transformers", "hf.safetensors", "is a folder"), ("pvtv2", "b0.pth", "a .safetensors file or a folder"),
+    ("tflite", "b0.pth", "unknown checkpoint format 'tflite'")])
+def test_convert_checks_the_destination_suffix(tmp_path, to, dst, expected):
+    with pytest.raises(CheckpointError, match=expected):
+        pvtv2.convert(tmp_path / "nothing-read-yet.pth", tmp_path / dst, to=to)
+    assert not (tmp_path / dst).exists()
+
+
+def test_convert_command_overwrite_flag_and_old_format_name(tmp_path, b0):
+    b0.save_pretrained(tmp_path / "src")
+    (tmp_path / "b0.safetensors").write_bytes(b"old")
+    res = subprocess.run(pvtv2_cmd("convert", str(tmp_path / "src"), str(tmp_path / "b0.safetensors"), "--to", "ours",
+                                   "--overwrite"), capture_output=True, text=True, env=ENV)
+    assert res.returncode == 0 and "wrote pvtv2 checkpoint" in res.stdout, res.stderr
+    again = pvtv2.create_model(pretrained=tmp_path / "b0.safetensors")
+    assert again.load_report.format == "pvtv2" and torch.equal(again.head.weight, b0.head.weight)

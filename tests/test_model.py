@@ -9,16 +9,10 @@ from torch import nn
 
 import pvtv2
 from pvtv2.layers import ConvFFN, LinearSRA, OverlapPatchEmbed, SpatialReductionAttention
-
-# whai362/PVT README and the issue: parameters with the 1000-class head.
-PARAM_COUNTS = {
-    "pvt_v2_b0": 3_666_760, "pvt_v2_b1": 14_009_000, "pvt_v2_b2": 25_362_856, "pvt_v2_b2_li": 22_553_512,
-    "pvt_v2_b3": 45_238_696, "pvt_v2_b4": 62_556_072, "pvt_v2_b5": 81_956_008,
-}
-
+from pvtv2.registry import REGISTRY
 
 def test_list_models():
-    assert pvtv2.list_models() == ALL_MODELS
+    assert pvtv2.list_models() == [name for name in ALL_MODELS if REGISTRY[name].family == "pvt_v2"]
 
 
 def test_unknown_model_lists_known_ones():
@@ -29,7 +23,7 @@ def test_unknown_model_lists_known_ones():
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_parameter_count(name):
     model = pvtv2.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == PARAM_COUNTS[name]
+    assert sum(p.numel() for p in model.parameters()) == REGISTRY[name].num_params
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
