@@ -1,4 +1,4 @@
-"""Checkpoints of every PVTv2 format: reading, loading into models, writing ours, converting.
+"""Checkpoints of every PVTv2 format: reading, loading into models, writing the pvtv2 format, converting.
 
 Formats (all map to/from the ``pvtv2`` layout, which is the official one):
 
@@ -11,7 +11,7 @@ Formats (all map to/from the ``pvtv2`` layout, which is the official one):
   and a ``config.json`` of ``model_type: pvt_v2``.
 
 Modules: :mod:`.formats` (detection, key maps, config conversion), :mod:`.io` (reading files
-and folders, writing ours), :mod:`.hub` (hub ids, the published weights), :mod:`.load` (into
+and folders, writing the pvtv2 format), :mod:`.hub` (hub ids, the published weights), :mod:`.load` (into
 a model, the load report, task models), :mod:`.convert`.
 """
 from ..errors import CheckpointError
