@@ -17,12 +17,18 @@ from transformers import PvtV2ForImageClassification
 
 import pvtv2
 from pvtv2.checkpoint import CheckpointError, detect_format, pvtv2_to_timm, pvtv2_to_transformers
+from pvtv2.registry import REGISTRY
 
-HF_ARCH = {
-    "pvt_v2_b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2]),
-    "pvt_v2_b1": dict(hidden_sizes=[64, 128, 320, 512], depths=[2, 2, 2, 2]),
-    "pvt_v2_b2_li": dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], linear_attention=True),
-}
+HUB_ID = REGISTRY["pvt_v2_b0"].hub_id  # timm/pvt_v2_b0.in1k
+
+
+def hf_arch(name):
+    """transformers' PvtV2Config arguments for a registered variant."""
+    v = REGISTRY[name]
+    return dict(hidden_sizes=list(v.embed_dims), depths=list(v.depths), num_attention_heads=list(v.num_heads),
+                mlp_ratios=list(v.mlp_ratios), sr_ratios=list(v.sr_ratios), linear_attention=v.attention == "linear")
+
+
 SIZES = [(224, 224), (160, 232)]
 
 
@@ -59,7 +65,7 @@ def test_timm_checkpoint_loads_and_matches(tmp_path, name, suffix):
 
 @pytest.mark.parametrize("name", ["pvt_v2_b0", "pvt_v2_b1", "pvt_v2_b2_li"])
 def test_transformers_folder_loads_and_matches(tmp_path, name):
-    peer = randomize_(PvtV2ForImageClassification(HFConfig(num_labels=1000, **HF_ARCH[name])), seed=2).eval()
+    peer = randomize_(PvtV2ForImageClassification(HFConfig(num_labels=1000, **hf_arch(name))), seed=2).eval()
     peer.save_pretrained(tmp_path)
     model = pvtv2.create_model(name, pretrained=tmp_path).eval()
     alone = pvtv2.create_model(pretrained=tmp_path).eval()  # the variant from the folder alone
@@ -73,7 +79,7 @@ def test_transformers_folder_loads_and_matches(tmp_path, name):
 
 
 def test_transformers_config_must_agree_with_variant(tmp_path):
-    PvtV2ForImageClassification(HFConfig(**HF_ARCH["pvt_v2_b1"])).save_pretrained(tmp_path)
+    PvtV2ForImageClassification(HFConfig(**hf_arch("pvt_v2_b1"))).save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="asked for pvt_v2_b2"):
         pvtv2.create_model("pvt_v2_b2", pretrained=tmp_path)
 
@@ -122,7 +128,7 @@ def test_in_memory_state_dict(b0):
 def test_save_pretrained_round_trip(tmp_path, b0):
     b0.save_pretrained(tmp_path / "pvtv2", class_names=[f"c{i}" for i in range(1000)])
     cfg = json.loads((tmp_path / "pvtv2" / "config.json").read_text())
-    assert cfg["library"] == "pvtv2" and cfg["config"]["embed_dims"] == [32, 64, 160, 256]
+    assert cfg["library"] == "pvtv2" and cfg["config"]["embed_dims"] == list(REGISTRY["pvt_v2_b0"].embed_dims)
     again = pvtv2.create_model(pretrained=tmp_path / "pvtv2").eval()
     assert again.config == b0.config and again.class_names[3] == "c3"
     for k, v in b0.state_dict().items():
@@ -287,18 +293,18 @@ def test_hub_id_works_wherever_a_checkpoint_is_accepted(tmp_path, hub, b0):
     from pvtv2.classification.predict import load_classifier, predict
     from pvtv2.export import export_checkpoint
 
-    hub("timm/pvt_v2_b0.in1k", _timm_hub_repo(b0))
+    hub(HUB_ID, _timm_hub_repo(b0))
     x = images((64, 64))
     with torch.no_grad():
         expected = b0(x)
-        for model in (pvtv2.create_model(pretrained="timm/pvt_v2_b0.in1k"),  # a hub id (its snapshot folder)
+        for model in (pvtv2.create_model(pretrained=HUB_ID),  # a hub id (its snapshot folder)
                       pvtv2.create_model("pvt_v2_b0", pretrained=True),  # the variant's published file
-                      load_classifier("timm/pvt_v2_b0.in1k")[0]):  # predict and eval
+                      load_classifier(HUB_ID)[0]):  # predict and eval
             assert model.load_report.format == "timm" and max_diff(model.eval()(x), expected) < 1e-4
     img = tmp_path / "img.png"
     Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy()).save(img)
-    assert len(next(predict([img], "timm/pvt_v2_b0.in1k", topk=2, show_progress=False))["top"]) == 2
-    out = export_checkpoint("timm/pvt_v2_b0.in1k", tmp_path / "b0.pt", format="torchscript")
+    assert len(next(predict([img], HUB_ID, topk=2, show_progress=False))["top"]) == 2
+    out = export_checkpoint(HUB_ID, tmp_path / "b0.pt", format="torchscript")
     assert out.is_file()
 
 
@@ -306,8 +312,11 @@ def test_unreachable_hub_fails_at_once(hub):
     """Offline without HF_HUB_OFFLINE: no retries (huggingface_hub's own take about 25 s), a
     message naming the hub id and what to do. The time bound only guards against a hang."""
     start = time.monotonic()
-    with pytest.raises(CheckpointError, match=r"timm/pvt_v2_b0\.in1k: cannot reach the Hugging Face Hub.*pretrained='path/to"):
+    with pytest.raises(CheckpointError, match=rf"{HUB_ID}: cannot reach the Hugging Face Hub.*pretrained='path/to"):
         pvtv2.create_model("pvt_v2_b0", pretrained=True)
+    # A string that is neither a local path nor reachable on the hub: both are said.
+    with pytest.raises(CheckpointError, match=r"someone/b0: no such local file or folder, and as a Hugging Face Hub id: cannot reach"):
+        pvtv2.create_model("pvt_v2_b0", pretrained="someone/b0")
     assert time.monotonic() - start < 10
 
 
@@ -320,7 +329,7 @@ def test_missing_path_and_offline_hub(tmp_path, monkeypatch, hub):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
-    with pytest.raises(CheckpointError, match=r"timm/pvt_v2_b0.in1k.*offline.*pretrained='path/to"):
+    with pytest.raises(CheckpointError, match=rf"{HUB_ID}.*offline.*pretrained='path/to"):
         pvtv2.create_model("pvt_v2_b0", pretrained=True)
 
 

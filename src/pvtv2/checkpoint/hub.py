@@ -41,7 +41,7 @@ def resolve_source(source: Any, name: str | None = None) -> Any:
         if path.exists():
             return path
         if isinstance(source, str) and looks_like_hub_id(source):
-            return resolve_hub(source)
+            return resolve_hub(source, also_a_path=True)
         raise CheckpointError(f"{source}: no such file or folder (and not a hub id of the form 'org/name')")
     return source
 
@@ -64,15 +64,17 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
 
 
-def resolve_hub(repo_id: str, *, filename: str | None = None) -> Path:
+def resolve_hub(repo_id: str, *, filename: str | None = None, also_a_path: bool = False) -> Path:
     """The local path of hub repo ``repo_id`` (a snapshot folder) or of one ``filename`` in it:
     from the cache when it is there, else downloaded. An unreachable hub fails at once
-    (huggingface_hub alone would retry for about 25 seconds first)."""
+    (huggingface_hub alone would retry for about 25 seconds first). ``also_a_path``: the
+    string was first looked for as a local path, which messages then mention."""
     try:
         from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
     except ImportError as e:  # pragma: no cover - a declared dependency
         raise CheckpointError("huggingface_hub is needed to download checkpoints") from e
+    prefix = f"{repo_id}: " + ("no such local file or folder, and as a Hugging Face Hub id: " if also_a_path else "")
 
     def fetch(local_only: bool) -> Path:
         if filename:
@@ -82,6 +84,8 @@ def resolve_hub(repo_id: str, *, filename: str | None = None) -> Path:
         if not any(folder.glob("*.safetensors")):
             folder = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.bin", "*.pth", "*.pt"],
                                             local_files_only=local_only))
+        if not any(f.suffix in (".safetensors", ".bin", ".pth", ".pt") for f in folder.iterdir()):
+            raise CheckpointError(f"{prefix}the repo has no weights file (.safetensors, .bin, .pth or .pt)")
         return folder
 
     try:
@@ -89,20 +93,22 @@ def resolve_hub(repo_id: str, *, filename: str | None = None) -> Path:
     except Exception:  # not (completely) in the cache
         pass
     if _offline():
-        raise CheckpointError(f"{repo_id}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub is "
+        raise CheckpointError(f"{prefix}not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub is "
                               f"offline (HF_HUB_OFFLINE is set); {_local_copy_hint(repo_id)}")
     try:  # one request without retries tells an unreachable hub from a missing repo
         get_hf_file_metadata(hf_hub_url(repo_id, filename or "config.json"), retry_on_errors=False)
     except RepositoryNotFoundError:
-        raise CheckpointError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private or gated: "
+        raise CheckpointError(f"{prefix}no such model on the Hugging Face Hub (or it is private or gated: "
                               f"log in with `hf auth login`)") from None
     except HfHubHTTPError:
         pass  # e.g. a repo without config.json: the download below says what is wrong
     except Exception as e:
-        raise CheckpointError(f"{repo_id}: cannot reach the Hugging Face Hub ({_first_line(e)}); this machine looks "
+        raise CheckpointError(f"{prefix}cannot reach the Hugging Face Hub ({_first_line(e)}); this machine looks "
                               f"offline; {_local_copy_hint(repo_id)}") from None
     try:
         return fetch(local_only=False)
+    except CheckpointError:
+        raise
     except Exception as e:
-        raise CheckpointError(f"{repo_id}: could not download it from the Hugging Face Hub ({_first_line(e)}); "
+        raise CheckpointError(f"{prefix}could not download it from the Hugging Face Hub ({_first_line(e)}); "
                               f"{_local_copy_hint(repo_id)}") from None
