@@ -9,7 +9,6 @@ import pytest
 import timm
 import torch
 from conftest import ENV, pvtv2_cmd, randomize_
-from PIL import Image
 from safetensors.torch import save_file
 from timm.models.pvt_v2 import checkpoint_filter_fn as timm_filter
 from transformers import PvtV2Config as HFConfig
@@ -290,7 +289,7 @@ def _timm_hub_repo(model):
 def test_hub_id_works_wherever_a_checkpoint_is_accepted(tmp_path, hub, b0):
     """``--checkpoint timm/pvt_v2_b0.in1k`` for predict/eval/export resolves like ``create_model``'s
     ``pretrained=`` (here from the cache, as after a first download)."""
-    from pvtv2.classification.predict import load_classifier, predict
+    from pvtv2.classification.predict import load_classifier
     from pvtv2.export import export_checkpoint
 
     hub(HUB_ID, _timm_hub_repo(b0))
@@ -299,11 +298,8 @@ def test_hub_id_works_wherever_a_checkpoint_is_accepted(tmp_path, hub, b0):
         expected = b0(x)
         for model in (pvtv2.create_model(pretrained=HUB_ID),  # a hub id (its snapshot folder)
                       pvtv2.create_model("pvt_v2_b0", pretrained=True),  # the variant's published file
-                      load_classifier(HUB_ID)[0]):  # predict and eval
+                      load_classifier(HUB_ID)[0]):  # how pvtv2 predict and eval build theirs
             assert model.load_report.format == "timm" and max_diff(model.eval()(x), expected) < 1e-4
-    img = tmp_path / "img.png"
-    Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy()).save(img)
-    assert len(next(predict([img], HUB_ID, topk=2, show_progress=False))["top"]) == 2
     out = export_checkpoint(HUB_ID, tmp_path / "b0.pt", format="torchscript")
     assert out.is_file()
 

@@ -2,9 +2,10 @@
 
 The model's variant table, ``pretrained=True``'s hub ids, the classification recipe's
 drop-path/clipping defaults, the FLOPs benchmark and the tests all read these records, so a
-new variant is one more entry in :data:`REGISTRY`. A record names its ``family``: the
-PVTv1 models (``pvt_tiny`` ... ``pvt_large``: learned position embeddings, non-overlapping
-patches, plain MLP) would be more records of family ``"pvt_v1"`` once the model builds them.
+new variant is one more entry in :data:`REGISTRY`. A record names its ``family``, whose
+design switches :data:`FAMILIES` holds: the PVTv1 models (``pvt_tiny`` ... ``pvt_large``:
+learned position embeddings, non-overlapping patches, plain MLP, a class token) would be one
+more family entry and four more records.
 
 Sources (whai362/PVT): ``classification/pvt_v2.py`` (architectures),
 ``classification/configs/pvt_v2/*.py`` (drop path, gradient clipping),
@@ -16,7 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-FAMILIES = ("pvt_v2",)
+#: What a family's design sets in :class:`pvtv2.PVTv2Config`; a record adds its sizes. PVTv1
+#: would be ``"pvt_v1": dict(patch_embed="plain", conv_ffn=False, pos_embed=True,
+#: cls_token=True, stage_norms=False)``, sizes from the official ``classification/pvt.py``.
+FAMILIES: dict[str, dict[str, Any]] = {
+    "pvt_v2": dict(patch_embed="overlap", conv_ffn=True, pos_embed=False, cls_token=False, stage_norms=True),
+}
 _RELEASES = "https://github.com/whai362/PVT/releases/download/v2"
 
 
@@ -25,16 +31,14 @@ class Variant:
     """One published model. Architecture fields are :class:`pvtv2.PVTv2Config` fields."""
 
     name: str
-    family: str
-    # architecture
+    family: str  # a key of FAMILIES: the design switches shared by the family
+    # architecture (sizes)
     embed_dims: tuple[int, ...]
     depths: tuple[int, ...]
     num_heads: tuple[int, ...]
     mlp_ratios: tuple[float, ...]
     sr_ratios: tuple[int, ...]
     attention: str  # "sra" or "linear" (the paper's linear SRA)
-    patch_embed: str  # "overlap" (PVTv2) or "plain" (PVTv1)
-    conv_ffn: bool
     # published weights
     hub_id: str | None  # what ``pretrained=True`` downloads
     url: str | None  # the official release file
@@ -53,9 +57,8 @@ class Variant:
 
     def architecture(self) -> dict[str, Any]:
         """The :class:`pvtv2.PVTv2Config` keyword arguments that build this variant."""
-        return dict(embed_dims=self.embed_dims, depths=self.depths, num_heads=self.num_heads,
-                    mlp_ratios=self.mlp_ratios, sr_ratios=self.sr_ratios, attention=self.attention,
-                    patch_embed=self.patch_embed, conv_ffn=self.conv_ffn)
+        return dict(FAMILIES[self.family], embed_dims=self.embed_dims, depths=self.depths, num_heads=self.num_heads,
+                    mlp_ratios=self.mlp_ratios, sr_ratios=self.sr_ratios, attention=self.attention)
 
 
 def _pvt_v2(name: str, depths: tuple[int, ...], *, embed_dims: tuple[int, ...] = (64, 128, 320, 512),
@@ -64,9 +67,9 @@ def _pvt_v2(name: str, depths: tuple[int, ...], *, embed_dims: tuple[int, ...] =
     """A PVTv2 record: every variant shares heads 1, 2, 5, 8 and reduction ratios 8, 4, 2, 1,
     and its weights sit under the same names on the hub and the release page."""
     return Variant(name=name, family="pvt_v2", embed_dims=embed_dims, depths=depths, num_heads=(1, 2, 5, 8),
-                   mlp_ratios=mlp_ratios, sr_ratios=(8, 4, 2, 1), attention=attention, patch_embed="overlap",
-                   conv_ffn=True, hub_id=f"timm/{name}.in1k", url=f"{_RELEASES}/{name}.pth", drop_path=drop_path,
-                   clip_grad=clip_grad, num_params=num_params, paper_gflops=paper_gflops, paper_top1=paper_top1)
+                   mlp_ratios=mlp_ratios, sr_ratios=(8, 4, 2, 1), attention=attention, hub_id=f"timm/{name}.in1k",
+                   url=f"{_RELEASES}/{name}.pth", drop_path=drop_path, clip_grad=clip_grad, num_params=num_params,
+                   paper_gflops=paper_gflops, paper_top1=paper_top1)
 
 
 #: Every variant, smallest first (the order of ``pvtv2.list_models()``).

@@ -25,8 +25,10 @@ from .io import CONFIG_FILE, WEIGHT_FILES, Checkpoint, read_checkpoint, save_fil
     write_safetensors
 from .load import LoadReport, TaskFile, apply_state_dict, build_pretrained, load_checkpoint, load_task_file, set_norm_eps
 
-#: The key map's name from before the format was called ``pvtv2`` (bench/speed.py uses it).
+# The key maps' names from before the format was called ``pvtv2``, for callers not yet renamed
+# (bench/speed.py, tests/test_backbone.py, test_cuda.py, test_ffn.py).
 ours_to_timm = pvtv2_to_timm
+timm_to_ours = timm_to_pvtv2
 
 __all__ = [
     "CONFIG_FILE", "FORMATS", "FORMAT_ALIASES", "HUB_IDS", "OFFICIAL_URLS", "WEIGHT_FILES", "Checkpoint",

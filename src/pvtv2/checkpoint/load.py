@@ -141,7 +141,8 @@ def load_checkpoint(model: PyramidVisionTransformerV2, source: Any, *, strict: b
 
 
 def _same_architecture(a: PVTv2Config, b: PVTv2Config) -> bool:
-    fields_ = ("embed_dims", "depths", "num_heads", "mlp_ratios", "sr_ratios", "attention", "patch_embed", "conv_ffn", "qkv_bias", "in_chans")
+    fields_ = ("embed_dims", "depths", "num_heads", "mlp_ratios", "sr_ratios", "attention", "patch_embed", "conv_ffn",
+               "qkv_bias", "in_chans", "pos_embed", "cls_token", "stage_norms")
     return all(tuple(map(float, getattr(a, f))) == tuple(map(float, getattr(b, f))) if isinstance(getattr(a, f), tuple)
                else getattr(a, f) == getattr(b, f) for f in fields_)
 
