@@ -366,7 +366,8 @@ def test_last_pt_loads_as_weights(tmp_path):
     _write_last_pt(last, trained, ["a", "b", "c"])
     model = pvtv2.create_model("pvt_v2_b0", num_classes=3)
     report = pvtv2.load_checkpoint(model, last)  # the README's example
-    assert report.loaded == len(trained.state_dict()) and torch.equal(model.head.weight, trained.head.weight)
+    assert report.format == "pvtv2" and report.loaded == len(trained.state_dict())
+    assert torch.equal(model.head.weight, trained.head.weight)
     alone = pvtv2.create_model(pretrained=last)  # the variant and classes from the training state
     assert alone.config.name == "pvt_v2_b0" and alone.class_names == ["a", "b", "c"]
     net, names, size, crop = load_classifier(last)  # pvtv2 eval / predict --checkpoint last.pt

@@ -155,13 +155,16 @@ def _from_contents(raw: Mapping[str, Any], meta: Mapping[str, str], source: str)
     if "task" in meta:  # a detector or segmenter file (save_task_file)
         raise _task_model_error(source, meta["task"], "model")
     config, class_names, extra = None, None, {}
-    if raw.get("library") == LIBRARY_TAG and raw.get("kind") == "training_state":
+    training_state = raw.get("library") == LIBRARY_TAG and raw.get("kind") == "training_state"
+    if training_state:
         config, class_names, extra = _training_state(raw, source)
     try:
         sd = unwrap_state_dict(raw)
         fmt = detect_format(sd)
     except CheckpointError as e:
         raise CheckpointError(f"{source}: {e}") from None
+    if training_state and fmt == "official":
+        fmt = "pvtv2"  # our layout, with what the run knew about its model
     if "pvtv2_config" in meta:
         fmt = "pvtv2"
         config = config_from_dict(json_entry(meta, "pvtv2_config", source), source, "metadata entry 'pvtv2_config'")
