@@ -13,7 +13,7 @@ def _with_timm_peer(name="pvt_v2_b0", **kwargs):
     ours = randomize_(pvtv2.create_model(name, **kwargs)).eval()
     peer = timm.create_model(name).eval()
     full = {k: v for k, v in ours.state_dict().items() if not k.startswith("head")}
-    missing, _ = peer.load_state_dict(pvtv2.checkpoint.ours_to_timm(full), strict=False)
+    missing, _ = peer.load_state_dict(pvtv2.checkpoint.pvtv2_to_timm(full), strict=False)
     assert set(missing) <= {"head.weight", "head.bias"}
     return ours, peer
 

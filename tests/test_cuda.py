@@ -24,7 +24,7 @@ def test_cuda_matches_cpu_and_timm(name, size):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # exact fp32 here
     cpu, gpu = _pair(name)
     peer = timm.create_model(name).eval()
-    peer.load_state_dict(pvtv2.checkpoint.ours_to_timm(cpu.state_dict()))
+    peer.load_state_dict(pvtv2.checkpoint.pvtv2_to_timm(cpu.state_dict()))
     peer.cuda()
     x = torch.randn(2, 3, *size)
     with torch.no_grad():

@@ -191,7 +191,7 @@ def test_gradient_penalty_through_the_model_matches_timm():
     ours = randomize_(pvtv2.create_model("pvt_v2_b0", num_classes=5)).train()
     ours.set_fused_attention(False)  # PyTorch's fused CPU attention has no second derivative
     peer = timm.create_model("pvt_v2_b0", num_classes=5).train()
-    peer.load_state_dict(pvtv2.checkpoint.ours_to_timm(ours.state_dict()))
+    peer.load_state_dict(pvtv2.checkpoint.pvtv2_to_timm(ours.state_dict()))
     for m in peer.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = False
@@ -203,5 +203,5 @@ def test_gradient_penalty_through_the_model_matches_timm():
     plain = _gradient_penalty(ours, x, ours)
     timm_grads = _gradient_penalty(peer, x, peer)
     _assert_same(plain, chunked, 1e-4)
-    mapped = pvtv2.checkpoint.timm_to_ours(timm_grads)
+    mapped = pvtv2.checkpoint.timm_to_pvtv2(timm_grads)
     _assert_same(plain, {k: mapped[k] for k in plain}, 1e-4)
