@@ -10,7 +10,7 @@ import torch
 from conftest import randomize_
 
 import pvtv2
-from pvtv2.export import ExportError, export_onnx, export_torchscript, onnx_session
+from pvtv2.export import ExportError, export_checkpoint, export_onnx, export_torchscript, onnx_session
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -84,6 +84,11 @@ def test_export_errors_leave_nothing_behind(tmp_path):
                 export_torchscript(model, ro / "m.pt")
     finally:
         ro.chmod(0o700)
+    # What no user (root included) can write: a path under a regular file.
+    (ro / "file").write_text("x")
+    with pytest.raises(ExportError, match="is a file, not a folder"):
+        export_torchscript(model, ro / "file" / "m.pt")
+    (ro / "file").unlink()
     # A checkpoint that does not match the requested variant.
     pvtv2.create_model("pvt_v2_b0").save_pretrained(tmp_path / "b0")
     res = subprocess.run([sys.executable, "-m", "pvtv2", "export", str(tmp_path / "b0"), "--model", "pvt_v2_b1",
@@ -122,3 +127,47 @@ def test_predict_folder_with_onnx_matches_pytorch(tmp_path):
     for x, y in zip(ra, rb):
         assert x["path"] == y["path"] and [t["class"] for t in x["top"]] == [t["class"] for t in y["top"]]
         assert abs(x["top"][0]["prob"] - y["top"][0]["prob"]) < 1e-4
+
+
+def test_export_refuses_outputs_it_must_not_write(tmp_path):
+    """Existing files (unless overwrite), the source checkpoint (always), a suffix of the other
+    format, an unsupported opset: all refused before any export work, nothing written. Files
+    written follow the umask (not mkstemp's 0600)."""
+    model = pvtv2.create_model("pvt_v2_b0")
+    umask = os.umask(0o027)
+    try:
+        out = export_torchscript(model, tmp_path / "m.pt", check_sizes=[(64, 64)])
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o640
+    before = out.read_bytes()
+    with pytest.raises(ExportError, match="m.pt exists; choose another output, or replace it with --overwrite"):
+        export_torchscript(model, out, check_sizes=[(64, 64)])
+    assert out.read_bytes() == before
+    export_torchscript(randomize_(model), out, check_sizes=[(64, 64)], overwrite=True)
+    assert out.read_bytes() != before
+    with pytest.raises(ExportError, match=r"torchscript exports are written to a file ending in .pt or .torchscript, not .onnx"):
+        export_torchscript(model, tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match=r"onnx exports are written to a file ending in .onnx, not .pt"):
+        export_onnx(model, tmp_path / "n.pt")
+    for opset in (3, 17, 26):
+        with pytest.raises(ExportError, match=f"opset {opset} is not supported: choose 18 to 25"):
+            export_onnx(model, tmp_path / "n.onnx", opset=opset)
+    torch.save(model.state_dict(), tmp_path / "official.pt")
+    source = (tmp_path / "official.pt").read_bytes()
+    with pytest.raises(ExportError, match="is the source checkpoint"):
+        export_checkpoint(tmp_path / "official.pt", tmp_path / "official.pt", format="torchscript", model="pvt_v2_b0",
+                          overwrite=True)
+    assert (tmp_path / "official.pt").read_bytes() == source
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "official.pt"]
+
+
+@pytest.mark.slow
+def test_static_onnx_export_takes_one_image(tmp_path):
+    """``dynamic=False`` traced a batch of 2 and then checked a batch of 1: it never worked."""
+    model = randomize_(pvtv2.create_model("pvt_v2_b0")).eval()
+    session = onnx_session(export_onnx(model, tmp_path / "s.onnx", dynamic=False, check_sizes=[(64, 96)]))
+    assert session.get_inputs()[0].shape == [1, 3, 64, 96]
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert _max_diff(session, model(x), x) < 1e-4

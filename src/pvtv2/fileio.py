@@ -9,8 +9,24 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from .errors import DataError
+
 #: ``library`` entry in the metadata of every file we write (safetensors, training state).
 LIBRARY_TAG = "pvtv2"
+
+
+def new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0666 less the process umask."""
+    try:  # Linux reports the umask without changing it
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
@@ -21,6 +37,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would outlive the rename
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -29,3 +46,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def prepare_output_folder(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` (a folder that a command writes files into) or say in one line why
+    it cannot be: a file is in the way, or the folder cannot be created or written."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file, not a folder; give a folder for the outputs")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write to the output folder {out}: permission denied")
+    return out

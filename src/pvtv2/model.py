@@ -326,6 +326,19 @@ class PyramidVisionTransformerV2(nn.Module):
                 f"input must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels (total stride 32), "
                 f"got {x.shape[2]}x{x.shape[3]}"
             )
+        if x.shape[0] == 0:
+            raise ValueError(f"empty batch: got shape {tuple(x.shape)}; expected at least one image (B >= 1)")
+        weight = self.patch_embed1.proj.weight
+        # Under autocast the convolutions cast float32/16/bf16 inputs themselves (AMP training, a
+        # float32 batch into a bf16 model); outside it the input must match the weights, as in
+        # timm and torchvision, which do not cast either.
+        autocast_casts = x.dtype != torch.float64 and torch.is_autocast_enabled(x.device.type)
+        if x.dtype != weight.dtype and not autocast_casts:
+            raise ValueError(
+                f"input dtype {x.dtype} does not match the model's {weight.dtype}: convert the input with "
+                f"x.to({weight.dtype}) (or the model with model.to({x.dtype}))"
+                + ("" if x.dtype == torch.float64 else ", or run under torch.autocast")
+            )
 
     def position_embedding(self, stage: int, H: int, W: int) -> torch.Tensor:
         """Stage ``stage``'s (0-3) learned position embedding for an ``H x W`` token grid,

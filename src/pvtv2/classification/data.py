@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from PIL import Image
 from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
+from ..data.reading import IMAGE_ERRORS, open_rgb, walk_files
 from ..errors import DataError
 
 IMG_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
@@ -19,11 +21,41 @@ IMG_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
 class SkippingImageFolder(datasets.ImageFolder):
     """ImageFolder whose unreadable or truncated files yield ``None`` instead of raising,
     so one bad file never stops an epoch; :func:`collate_skipping` drops and counts them.
-    ``classes`` fixes the class -> index mapping (the training set's, for validation)."""
+    ``classes`` fixes the class -> index mapping (the training set's, for validation).
 
-    def __init__(self, root: str | Path, transform: Callable | None = None, classes: list[str] | None = None):
+    Images are read by :func:`pvtv2.data.reading.open_rgb` (16-bit greyscale scaled to 8
+    bits; more than ``max_image_pixels`` pixels, default PIL's limit: skipped as unreadable),
+    and each class folder is walked by :func:`~pvtv2.data.reading.walk_files` (a directory
+    link loop never repeats its images).
+    """
+
+    def __init__(self, root: str | Path, transform: Callable | None = None, classes: list[str] | None = None, *,
+                 max_image_pixels: int | None = None):
         self._fixed_classes = classes
-        super().__init__(str(root), transform=transform, allow_empty=classes is not None)
+        self.max_image_pixels = max_image_pixels
+        super().__init__(str(root), transform=transform, loader=self._load, allow_empty=classes is not None)
+
+    def _load(self, path: str) -> Image.Image:
+        return open_rgb(path, max_pixels=self.max_image_pixels)
+
+    @staticmethod
+    def make_dataset(directory: str | Path, class_to_idx: dict[str, int], extensions=None, is_valid_file=None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        """torchvision's ``make_dataset`` (same order, same empty-class error) over
+        :func:`walk_files`, which follows directory links without looping."""
+        extensions = extensions or IMG_EXTENSIONS
+        valid = is_valid_file or (lambda path: path.lower().endswith(extensions))
+        samples, empty = [], []
+        for name in sorted(class_to_idx):
+            folder = Path(directory) / name
+            found = [str(p) for p in walk_files(folder) if valid(str(p))] if folder.is_dir() else []
+            samples += [(path, class_to_idx[name]) for path in found]
+            if not found:
+                empty.append(name)
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}. "
+                                    f"Supported extensions are: {', '.join(extensions)}")
+        return samples
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         if self._fixed_classes is None:
@@ -36,7 +68,7 @@ class SkippingImageFolder(datasets.ImageFolder):
             image = self.loader(path)
             if self.transform is not None:
                 image = self.transform(image)
-        except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for broken files
+        except IMAGE_ERRORS as e:
             return None, target, f"{path}: {e}"
         return image, target, None
 

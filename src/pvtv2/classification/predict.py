@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.reading import IMAGE_ERRORS, open_rgb, walk_files
 from ..engine import progress
+from ..errors import CheckpointError, DataError
 from ..factory import create_model
 from .data import IMG_EXTENSIONS, eval_transform
 
@@ -20,7 +21,7 @@ def image_paths(sources: list[str | Path]) -> list[Path]:
     for src in sources:
         p = Path(src)
         if p.is_dir():
-            paths += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMG_EXTENSIONS)
+            paths += sorted(q for q in walk_files(p) if q.suffix.lower() in IMG_EXTENSIONS)
         elif p.is_file():
             paths.append(p)
         else:
@@ -28,18 +29,25 @@ def image_paths(sources: list[str | Path]) -> list[Path]:
     return paths
 
 
+def require_images(paths: list[Path], sources: list[str | Path]) -> list[Path]:
+    """``paths``, or a :class:`DataError` when the sources held no image at all."""
+    if not paths:
+        raise DataError(f"no images found in {', '.join(str(s) for s in sources)} (searched recursively for "
+                        f"{', '.join(IMG_EXTENSIONS)})")
+    return paths
+
+
 class _Images(Dataset):
-    def __init__(self, paths: list[Path], transform):
-        self.paths, self.transform = paths, transform
+    def __init__(self, paths: list[Path], transform, max_image_pixels: int | None = None):
+        self.paths, self.transform, self.max_image_pixels = paths, transform, max_image_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            with Image.open(self.paths[i]) as im:
-                return self.transform(im.convert("RGB")), i, ""
-        except (OSError, ValueError, SyntaxError) as e:
+            return self.transform(open_rgb(self.paths[i], max_pixels=self.max_image_pixels)), i, ""
+        except IMAGE_ERRORS as e:
             return torch.zeros(0), i, str(e) or type(e).__name__
 
 
@@ -68,11 +76,18 @@ class _OnnxClassifier:
     def __init__(self, path: str | Path):
         from ..export import onnx_session
 
-        self.session = onnx_session(path)
+        if not Path(path).is_file():
+            raise CheckpointError(f"{path}: no such ONNX file")
+        try:
+            self.session = onnx_session(path)
+        except Exception as e:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise CheckpointError(f"{path}: not a readable ONNX model ({first}); re-export it with: "
+                                  f"pvtv2 export CHECKPOINT --format onnx") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if "class_names" not in meta:
-            raise ValueError(f"{path}: not a pvtv2 classifier export (no class_names metadata); "
-                             f"export with: pvtv2 export CHECKPOINT --format onnx")
+            raise CheckpointError(f"{path}: not a pvtv2 classifier export (no class_names metadata); "
+                                  f"export with: pvtv2 export CHECKPOINT --format onnx")
         self.class_names = json.loads(meta["class_names"])
         self.num_classes = len(self.class_names)
         self.input_size = int(meta.get("input_size", 224))
@@ -93,18 +108,22 @@ def predict(
     workers: int = 0,
     device: str = "cpu",
     show_progress: bool = True,
+    max_image_pixels: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield one record per image: ``{"path", "top": [{"class", "index", "prob"}...]}``
-    (or ``{"path", "error"}`` for unreadable files). ``checkpoint`` may be an exported
-    ``.onnx`` file, run with onnxruntime."""
+    """Yield one record per image: ``{"path", "top": [{"class", "index", "prob"}...]}``, or
+    ``{"path", "error"}`` for a file that cannot be read (broken, or more pixels than
+    ``max_image_pixels``, default PIL's limit) and for an image whose outputs are not finite
+    (NaN/inf: damaged weights), so that every record is valid JSON. ``checkpoint`` may be an
+    exported ``.onnx`` file, run with onnxruntime. Raises :class:`DataError` when
+    ``sources`` hold no image."""
     if str(checkpoint).endswith(".onnx"):
         net = _OnnxClassifier(checkpoint)
         names, size, crop, device = net.class_names, net.input_size, net.crop_pct, "cpu"
     else:
         net, names, size, crop = load_classifier(checkpoint, model, device=device)
-    paths = image_paths(sources)
-    loader = DataLoader(_Images(paths, eval_transform(img_size or size, crop)), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_collate)
+    paths = require_images(image_paths(sources), sources)
+    loader = DataLoader(_Images(paths, eval_transform(img_size or size, crop), max_image_pixels),
+                        batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     k = min(topk, net.num_classes)
     with torch.no_grad():
         for xs, idx, bad in progress(loader, desc="predict", enabled=show_progress):
@@ -112,9 +131,14 @@ def predict(
                 yield {"path": str(paths[i]), "error": err}
             if xs is None:
                 continue
-            probs = net(xs.to(device)).float().softmax(dim=1)
-            p, c = probs.topk(k, dim=1)
+            logits = net(xs.to(device)).float()
+            finite = logits.isfinite().all(dim=1).tolist()
+            p, c = logits.softmax(dim=1).topk(k, dim=1)
             for row, i in enumerate(idx):
+                if not finite[row]:
+                    yield {"path": str(paths[i]), "error": "the model's outputs for this image are not finite (NaN or "
+                                                           "inf): its weights are probably damaged"}
+                    continue
                 yield {"path": str(paths[i]), "top": [
                     {"class": names[int(j)], "index": int(j), "prob": round(float(q), 6)} for q, j in zip(p[row], c[row])]}
 

@@ -3,17 +3,24 @@
 Each image is one object drawn on a noisy background with random colours, scale,
 position and rotation; the class is the object's shape or texture. Deterministic for a
 given seed, written in the ImageFolder layout ``OUT/{train,val}/<class>/<n>.png``.
+
+``OUT`` must be new or empty: a dataset written there before is replaced only with
+``overwrite=True`` (old and new images never mix), and a folder that ``synth`` did not
+write is never cleared. ``OUT/synth.json`` is written last and marks a complete set.
 """
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
+
+from ..errors import ConfigError, DataError
 
 #: The first six are the default set; "checker" and "star" are harder (they resemble
 #: "stripes" and "cross" at small sizes) and come in with ``classes=7`` or ``8``.
@@ -36,6 +43,62 @@ def _polygon(cx: float, cy: float, r: float, n: int, angle: float, inner: float 
         a = angle + 2 * math.pi * i / steps
         pts.append((cx + radius * math.cos(a), cy + radius * math.sin(a)))
     return pts
+
+
+#: What the three layouts write into ``OUT`` (and all that ``overwrite=True`` removes).
+_SYNTH_ENTRIES = ("train", "val", "images", "annotations", "train2017", "val2017", "synth.json")
+# Present while a set is being written: a folder holding it was left by an interrupted run.
+_INCOMPLETE = ".synth-incomplete"
+
+
+def _check_counts(**counts: int) -> None:
+    for name, n in counts.items():
+        if n < 1:
+            raise ConfigError(f"{name} must be at least 1, got {n} (a split without images cannot train or evaluate)")
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
+
+
+def _start_dataset(out: str | Path, overwrite: bool) -> Path:
+    """Make ``out`` ready for a new set: create it, or clear what an earlier synth wrote there
+    (with ``overwrite``, or when that run was interrupted); refuse anything else."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file; give --out a new or empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        interrupted = (out / _INCOMPLETE).exists()
+        if not (interrupted or (out / "synth.json").is_file()):
+            raise DataError(f"{out} is not empty and was not written by pvtv2 data synth (no synth.json): choose a "
+                            f"new or empty folder (nothing is deleted that synth did not write)")
+        if not (interrupted or overwrite):
+            raise DataError(f"{out} already holds a synthetic dataset: choose another folder, or replace it with "
+                            f"--overwrite (overwrite=True); new images are never mixed with old ones")
+        for name in (*_SYNTH_ENTRIES, _INCOMPLETE):
+            entry = out / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / _INCOMPLETE).touch()
+    except OSError as e:
+        raise DataError(f"cannot write the dataset to {out}: {e.strerror or e}") from None
+    return out
+
+
+def _finish_dataset(out: Path, meta: dict) -> Path:
+    (out / "synth.json").write_text(json.dumps(meta, indent=2))
+    (out / _INCOMPLETE).unlink()
+    return out
+
+
+def _check_size(size: int, minimum: int, why: str) -> None:
+    if size < minimum:
+        raise ConfigError(f"size must be at least {minimum} pixels ({why}), got {size}")
 
 
 def draw_object(kind: str, size: int, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
@@ -94,16 +157,21 @@ def make_classification_dataset(
     classes: int = 6,
     train_per_class: int = 300,
     val_per_class: int = 60,
-    size: int = 48,
+    size: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Write an ImageFolder dataset of ``classes`` shape/texture classes to ``out``."""
+    """Write an ImageFolder dataset of ``classes`` shape/texture classes to ``out``
+    (``size`` default 48 pixels). ``out`` must be new or empty, or hold an earlier synthetic
+    set and ``overwrite=True`` (see the module docstring)."""
     if not 2 <= classes <= len(SHAPE_CLASSES):
-        raise ValueError(f"classes must be between 2 and {len(SHAPE_CLASSES)}, got {classes}")
-    if size < 32:
-        raise ValueError(f"size must be at least 32 pixels (the model's minimum input), got {size}")
-    out = Path(out)
+        raise ConfigError(f"classes must be between 2 and {len(SHAPE_CLASSES)}, got {classes}")
+    size = 48 if size is None else size
+    _check_size(size, 32, "the model's minimum input")
+    _check_counts(train_per_class=train_per_class, val_per_class=val_per_class)
+    _check_seed(seed)
+    out = _start_dataset(out, overwrite)
     names = SHAPE_CLASSES[:classes]
     jobs = [(split, name, i) for split, n in (("train", train_per_class), ("val", val_per_class))
             for name in names for i in range(n)]
@@ -113,10 +181,8 @@ def make_classification_dataset(
         folder = out / split / name
         folder.mkdir(parents=True, exist_ok=True)
         draw_object(name, size, rng)[0].save(folder / f"{i:05d}.png")
-    (out / "synth.json").write_text(json.dumps(
-        {"task": "classify", "classes": list(names), "train_per_class": train_per_class,
-         "val_per_class": val_per_class, "size": size, "seed": seed}, indent=2))
-    return out
+    return _finish_dataset(out, {"task": "classify", "classes": list(names), "train_per_class": train_per_class,
+                                 "val_per_class": val_per_class, "size": size, "seed": seed})
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -130,9 +196,10 @@ def make_segmentation_dataset(
     classes: int = 4,
     train_images: int = 200,
     val_images: int = 40,
-    size: int = 64,
+    size: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write an ADE20K-style dataset: ``images/{training,validation}/*.png`` and
     ``annotations/{training,validation}/*.png`` with per-pixel class indices.
@@ -141,13 +208,16 @@ def make_segmentation_dataset(
     of :data:`SHAPE_CLASSES`, each painted in its own band of hues (random within the band,
     random saturation and brightness), so that, as in real scenes, both colour and outline
     carry the class and a small model learns it in minutes on a CPU. Each image holds 1 to 3
-    objects of random size, position and rotation; later ones are drawn on top.
+    objects of random size, position and rotation; later ones are drawn on top. ``size``
+    default 64 pixels; ``out`` as for :func:`make_classification_dataset`.
     """
     if not 2 <= classes <= len(SHAPE_CLASSES) + 1:
-        raise ValueError(f"classes must be between 2 and {len(SHAPE_CLASSES) + 1} (background + shapes), got {classes}")
-    if size < 32:
-        raise ValueError(f"size must be at least 32 pixels (the model's minimum input), got {size}")
-    out = Path(out)
+        raise ConfigError(f"classes must be between 2 and {len(SHAPE_CLASSES) + 1} (background + shapes), got {classes}")
+    size = 64 if size is None else size
+    _check_size(size, 32, "the model's minimum input")
+    _check_counts(train_images=train_images, val_images=val_images)
+    _check_seed(seed)
+    out = _start_dataset(out, overwrite)
     shapes = SHAPE_CLASSES[: classes - 1]
     band = 1.0 / len(shapes)
     jobs = [(split, i) for split, n in (("training", train_images), ("validation", val_images)) for i in range(n)]
@@ -166,10 +236,8 @@ def make_segmentation_dataset(
             folder = out / kind / split
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(data).save(folder / f"{i:05d}.png")
-    (out / "synth.json").write_text(json.dumps(
-        {"task": "segment", "classes": ["background", *shapes], "train_images": train_images,
-         "val_images": val_images, "size": size, "seed": seed}, indent=2))
-    return out
+    return _finish_dataset(out, {"task": "segment", "classes": ["background", *shapes], "train_images": train_images,
+                                 "val_images": val_images, "size": size, "seed": seed})
 
 
 def make_detection_dataset(
@@ -178,9 +246,10 @@ def make_detection_dataset(
     classes: int = 3,
     train_images: int = 200,
     val_images: int = 40,
-    size: int = 128,
+    size: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write a COCO-format instance dataset: ``train2017/``, ``val2017/`` and
     ``annotations/instances_{train,val}2017.json`` with boxes and RLE masks.
@@ -188,15 +257,18 @@ def make_detection_dataset(
     Each image holds 1 to 4 shapes (the first ``classes`` of :data:`SHAPE_CLASSES`, each in its
     own band of hues) of random size, position and rotation over a noisy greyish background;
     later shapes are drawn on top, boxes and masks are of the visible part, and shapes left
-    with fewer than 40 visible pixels are dropped.
+    with fewer than 40 visible pixels are dropped. ``size`` default 128 pixels; ``out`` as for
+    :func:`make_classification_dataset`.
     """
     from pycocotools import mask as mask_utils
 
     if not 1 <= classes <= len(SHAPE_CLASSES):
-        raise ValueError(f"classes must be between 1 and {len(SHAPE_CLASSES)}, got {classes}")
-    if size < 64:
-        raise ValueError(f"size must be at least 64 pixels, got {size}")
-    out = Path(out)
+        raise ConfigError(f"classes must be between 1 and {len(SHAPE_CLASSES)}, got {classes}")
+    size = 128 if size is None else size
+    _check_size(size, 64, "room for objects of 15-40% of the side")
+    _check_counts(train_images=train_images, val_images=val_images)
+    _check_seed(seed)
+    out = _start_dataset(out, overwrite)
     shapes = SHAPE_CLASSES[:classes]
     band = 1.0 / len(shapes)
     categories = [{"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(shapes)]
@@ -239,7 +311,5 @@ def make_detection_dataset(
         (out / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(
             {"info": {"description": "pvtv2 synthetic shapes", "seed": seed}, "images": images,
              "annotations": annotations, "categories": categories}))
-    (out / "synth.json").write_text(json.dumps(
-        {"task": "detect", "classes": list(shapes), "train_images": train_images, "val_images": val_images,
-         "size": size, "seed": seed}, indent=2))
-    return out
+    return _finish_dataset(out, {"task": "detect", "classes": list(shapes), "train_images": train_images,
+                                 "val_images": val_images, "size": size, "seed": seed})

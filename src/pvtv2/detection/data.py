@@ -5,19 +5,20 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import random
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from ..classification.data import DataError
+from ..data.reading import IMAGE_ERRORS, open_rgb
+from ..errors import DataError
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
 
@@ -67,6 +68,19 @@ def load_coco(ann_file: str | Path):
     return coco
 
 
+def unsafe_file_name(file_name: Any) -> str | None:
+    """Why an image's ``file_name`` must not be read (absolute, or climbing out of the image
+    folder with ``..``), or None when it is a plain relative path."""
+    if not isinstance(file_name, str) or not file_name:
+        return f"file_name {file_name!r} is not a file name"
+    path = PurePosixPath(file_name.replace("\\", "/"))
+    if path.is_absolute() or PureWindowsPath(file_name).drive:
+        return f"file_name {file_name!r} is absolute; expected a path relative to the image folder"
+    if ".." in path.parts:
+        return f"file_name {file_name!r} climbs out of the image folder ('..')"
+    return None
+
+
 def check_annotation(ann: dict[str, Any], img: dict[str, Any], known_cats: set[int]) -> tuple[list[float] | None, str | None]:
     """The annotation's box clipped to the image as ``[x0, y0, x1, y1]``, or a reason to skip it."""
     if "bbox" not in ann or "category_id" not in ann:
@@ -74,8 +88,11 @@ def check_annotation(ann: dict[str, Any], img: dict[str, Any], known_cats: set[i
     if ann["category_id"] not in known_cats:
         return None, f"unknown category id {ann['category_id']}"
     bbox = ann["bbox"]
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
         return None, f"bbox {bbox!r} is not [x, y, width, height]"
+    if not all(math.isfinite(v) for v in bbox):
+        return None, f"bbox {bbox} has a non-finite value"  # NaN would clip to the whole image below
     x, y, w, h = bbox
     if w <= 0 or h <= 0:
         return None, f"zero-area box {bbox}"
@@ -91,23 +108,32 @@ class CocoDetection(Dataset):
 
     Labels are ``1..K`` in the order of the sorted category ids (0 is the background);
     ``cat_ids[label - 1]`` maps back. Crowd regions are left out of the training targets (as
-    MMDetection); broken annotations are skipped and counted in ``problems``; images whose files
-    are missing are dropped; ``train=True`` also drops images left without annotations.
+    MMDetection); broken annotations (including NaN/inf boxes) are skipped and counted in
+    ``problems``; images whose files are missing, or whose ``file_name`` is absolute or climbs
+    out of ``img_dir`` with ``..``, are dropped and counted; ``train=True`` also drops images
+    left without annotations. Images are read by :func:`pvtv2.data.reading.open_rgb` (16-bit
+    greyscale scaled; more than ``max_image_pixels`` pixels, default PIL's limit, skipped).
     """
 
     def __init__(self, img_dir: str | Path, ann_file: str | Path, *, train: bool = False, masks: bool = False,
-                 flip_prob: float = 0.5):
+                 flip_prob: float = 0.5, max_image_pixels: int | None = None):
         self.img_dir, self.ann_file = Path(img_dir), Path(ann_file)
         self.coco = load_coco(ann_file)
         self.cat_ids = sorted(c["id"] for c in self.coco.dataset["categories"])
         self.class_names = [self.coco.cats[c]["name"] for c in self.cat_ids]
         self.label_of = {c: i + 1 for i, c in enumerate(self.cat_ids)}
         self.train, self.masks, self.flip_prob = train, masks, flip_prob
-        self.problems: dict[str, list[str]] = {"annotations": [], "missing_images": [], "no_annotations": []}
+        self.max_image_pixels = max_image_pixels
+        self.problems: dict[str, list[str]] = {"annotations": [], "missing_images": [], "no_annotations": [],
+                                               "unsafe_file_names": []}
         known = set(self.cat_ids)
         self.records = []
         for img_id in sorted(self.coco.imgs):
             img = self.coco.imgs[img_id]
+            why = unsafe_file_name(img["file_name"])
+            if why:
+                self.problems["unsafe_file_names"].append(f"image {img_id}: {why}")
+                continue
             if not (self.img_dir / img["file_name"]).is_file():
                 self.problems["missing_images"].append(str(self.img_dir / img["file_name"]))
                 continue
@@ -141,9 +167,8 @@ class CocoDetection(Dataset):
         img_info, anns = self.records[i]
         path = self.img_dir / img_info["file_name"]
         try:
-            with Image.open(path) as im:
-                image = pil_to_tensor(im.convert("RGB")).float() / 255
-        except (OSError, ValueError, SyntaxError) as e:
+            image = pil_to_tensor(open_rgb(path, max_pixels=self.max_image_pixels)).float() / 255
+        except IMAGE_ERRORS as e:
             return None, None, f"{path}: {e}"
         h, w = image.shape[-2:]
         if (h, w) != (img_info["height"], img_info["width"]):

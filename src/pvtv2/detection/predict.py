@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ..checkpoint import atomic_write
-from ..classification.predict import image_paths
+from ..classification.predict import image_paths, require_images
+from ..data.reading import IMAGE_ERRORS, open_rgb
 from ..engine import DistEnv, init_distributed, progress
+from ..fileio import prepare_output_folder
+from ..model import MIN_INPUT_SIZE
 from ..segmentation.predict import palette
 from .data import CocoDetection, coco_paths, encode_mask
 from .evaluate import coco_evaluate, predict_dataset
@@ -40,26 +43,60 @@ def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, split: str 
     return {**report, "images": len(dataset) - len(skipped), "skipped": len(skipped), "detections": len(results)}
 
 
+def pad_for_detector(image: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """``(3, H, W)`` image padded (zeros, bottom or right) so that the detector's keep-ratio
+    resize leaves its short side at least 32 pixels (the backbone's total stride). A very
+    elongated image (3000x20 at ``max_size`` 1333) would otherwise shrink to 0 pixels; the
+    padding adds no offset, so boxes stay in the original image's coordinates."""
+    h, w = image.shape[-2:]
+    max_size = float(model.transform.max_size)
+    short = math.ceil((MIN_INPUT_SIZE + 1) * max(h, w) / max_size)  # +1: torchvision floors the resized size
+    if min(h, w) >= short:
+        return image
+    pad = (0, 0, 0, short - h) if h < w else (0, short - w, 0, 0)
+    return torch.nn.functional.pad(image, pad)
+
+
 def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, score_thresh: float = 0.5,
-            device: str = "cpu", progress_bar: bool = True) -> Iterator[dict[str, Any]]:
+            device: str = "cpu", progress_bar: bool = True, max_image_pixels: int | None = None
+            ) -> Iterator[dict[str, Any]]:
     """Detections per image as JSON-ready records (boxes ``[x0, y0, x1, y1]`` in pixels, class
-    names, scores, RLE masks for Mask R-CNN), and ``<stem>_det.png`` with them drawn."""
+    names, scores, RLE masks for Mask R-CNN), and ``<stem>_det.png`` with them drawn.
+
+    A file that cannot be read (broken, or more pixels than ``max_image_pixels``, default
+    PIL's limit) gives ``{"path", "error"}`` and the next image goes on, as does an image whose
+    detections are not finite (damaged weights); a very elongated image is padded (see
+    :func:`pad_for_detector`). Raises :class:`DataError` when the inputs hold no image or
+    ``out_dir`` cannot be written.
+    """
+    paths = require_images(image_paths(inputs), inputs)
     model, info = load_detector(checkpoint, device=device)
+    out = prepare_output_folder(out_dir)
     names = info["class_names"]
     colours = [tuple(int(v) for v in c) for c in palette(len(names) + 1)]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in progress(image_paths(inputs), desc="detect", enabled=progress_bar):
+    for path in progress(paths, desc="detect", enabled=progress_bar):
         try:
-            with Image.open(path) as im:
-                image = pil_to_tensor(im.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as e:
+            image = pil_to_tensor(open_rgb(path, max_pixels=max_image_pixels))
+        except IMAGE_ERRORS as e:
             yield {"path": str(path), "error": f"unreadable image: {e}"}
             continue
+        h, w = image.shape[-2:]
+        padded = pad_for_detector(image, model)
         with torch.no_grad():
-            det = model([image.float().div(255).to(device)])[0]
+            det = model([padded.float().div(255).to(device)])[0]
         keep = det["scores"] >= score_thresh
         det = {k: v[keep].cpu() for k, v in det.items()}
+        if not (det["boxes"].isfinite().all() and det["scores"].isfinite().all()):
+            yield {"path": str(path), "error": "the detector's outputs for this image are not finite (NaN or inf): "
+                                               "its weights are probably damaged"}
+            continue
+        if padded.shape != image.shape:  # cut boxes and masks back to the image; drop boxes left empty
+            det["boxes"][:, 0::2] = det["boxes"][:, 0::2].clamp(0, w)
+            det["boxes"][:, 1::2] = det["boxes"][:, 1::2].clamp(0, h)
+            inside = (det["boxes"][:, 2] > det["boxes"][:, 0]) & (det["boxes"][:, 3] > det["boxes"][:, 1])
+            det = {k: v[inside] for k, v in det.items()}
+            if "masks" in det:
+                det["masks"] = det["masks"][..., :h, :w]
         labels = [names[int(l) - 1] for l in det["labels"]]
         drawn = image
         if "masks" in det and len(labels):

@@ -16,10 +16,14 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 from torchvision.transforms import ColorJitter
 
-from ..classification.data import IMG_EXTENSIONS, DataError
+from ..classification.data import IMG_EXTENSIONS
+from ..data.reading import IMAGE_ERRORS, open_rgb
+from ..errors import DataError
 from .metrics import IGNORE_INDEX
 
 SPLITS = {"train": "training", "val": "validation"}
+#: How many following pairs a training draw tries in place of an unusable one.
+MAX_STAND_IN_TRIES = 10
 
 
 def find_pairs(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -121,38 +125,54 @@ class EvalTransform:
 
 
 class SegmentationDataset(Dataset):
-    """Image/mask pairs; a pair that cannot be used yields an error string instead of a crash."""
+    """Image/mask pairs; a pair that cannot be used (unreadable file, sizes that differ, a label
+    outside ``0..num_classes-1`` and not the ignore index) yields an error string naming its
+    file instead of a crash, and a warning (``warn=False``: only the string).
+
+    In training (items ``(index, seed)`` from the sampler) the next usable pair stands in for
+    a skipped one, as MMSegmentation refetches, so that batches keep their size: a batch left
+    with one sample stops BatchNorm's training at small crops. The error is still returned,
+    for the count. Images are read by :func:`pvtv2.data.reading.open_rgb` (16-bit greyscale
+    scaled; more than ``max_image_pixels`` pixels, default PIL's limit, skipped).
+    """
 
     def __init__(self, pairs: list[tuple[Path, Path]], transform: Callable, num_classes: int, *,
-                 reduce_zero_label: bool = False):
+                 reduce_zero_label: bool = False, max_image_pixels: int | None = None, warn: bool = True):
         self.pairs, self.transform, self.num_classes, self.reduce_zero_label = pairs, transform, num_classes, reduce_zero_label
+        self.max_image_pixels, self.warn = max_image_pixels, warn
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def load(self, i: int) -> tuple[Image.Image, np.ndarray]:
+        """The pair's RGB image and ``(H, W)`` uint8 label map; ``ValueError``/``OSError``
+        naming the file at fault otherwise."""
         img_path, mask_path = self.pairs[i]
-        with Image.open(img_path) as im:
-            image = im.convert("RGB")
-        with Image.open(mask_path) as m:
-            if m.mode not in ("L", "P", "I", "I;16"):
-                raise ValueError(f"mask mode {m.mode}: expected a single-channel PNG of class indices")
-            mask = np.asarray(m).astype(np.int64)
-        if mask.shape != (image.height, image.width):
-            raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.width}x{image.height}")
+        try:
+            image = open_rgb(img_path, max_pixels=self.max_image_pixels)
+        except IMAGE_ERRORS as e:
+            raise ValueError(str(e) if str(e).startswith(str(img_path)) else f"{img_path}: {e}") from None
+        try:
+            with Image.open(mask_path) as m:
+                if m.mode not in ("L", "P", "I", "I;16"):
+                    raise ValueError(f"mask mode {m.mode}: expected a single-channel PNG of class indices")
+                if m.size != image.size:  # before decoding: a mask cannot be a bigger bomb than its image
+                    raise ValueError(f"mask is {m.width}x{m.height} but the image is {image.width}x{image.height}")
+                mask = np.asarray(m).astype(np.int64)
+        except IMAGE_ERRORS as e:
+            raise ValueError(f"{mask_path}: {e}") from None
         if self.reduce_zero_label:  # ADE20K: 0 is "other" (ignored), 1..150 become 0..149
             mask = np.where(mask == 0, IGNORE_INDEX, mask - 1)
             mask[mask == IGNORE_INDEX - 1] = IGNORE_INDEX
         bad = (mask >= self.num_classes) & (mask != IGNORE_INDEX) | (mask < 0)
         if bad.any():
-            raise ValueError(f"label values {sorted(set(np.unique(mask[bad]).tolist()))[:5]} are out of range: "
-                             f"expected 0..{self.num_classes - 1} or {IGNORE_INDEX} (ignore)")
+            raise ValueError(f"{mask_path}: label values {sorted(set(np.unique(mask[bad]).tolist()))[:5]} are out of "
+                             f"range: expected 0..{self.num_classes - 1} or {IGNORE_INDEX} (ignore)")
         return image, mask.astype(np.uint8)
 
-    def __getitem__(self, item):
-        # ``(index, seed)`` from the training sampler: the sample's augmentation follows from its
-        # seed alone, whichever worker draws it, so a resumed run repeats the uninterrupted one.
-        i, seed = item if isinstance(item, tuple) else (item, None)
+    def _sample(self, i: int, seed: int | None) -> tuple[torch.Tensor | None, torch.Tensor | None, str | None]:
+        # The sample's augmentation follows from its seed alone, whichever worker draws it, so a
+        # resumed run repeats the uninterrupted one.
         if seed is not None:
             random.seed(seed)
             np.random.seed(seed % 2**32)
@@ -160,13 +180,32 @@ class SegmentationDataset(Dataset):
         try:
             image, mask = self.load(i)
             img, lab = self.transform(image, mask)
-        except (OSError, ValueError, SyntaxError) as e:
-            return None, None, f"{self.pairs[i][0].name}: {e}"
+        except IMAGE_ERRORS as e:
+            return None, None, str(e)
         return img, lab, None
+
+    def __getitem__(self, item):
+        # ``(index, seed)`` from the training sampler; a plain index in evaluation.
+        i, seed = item if isinstance(item, tuple) else (item, None)
+        img, lab, error = self._sample(i, seed)
+        if error is None:
+            return img, lab, None
+        if self.warn:
+            warnings.warn(f"skipped an unusable image/mask pair: {error}", stacklevel=2)
+        if seed is not None:
+            # Stand-ins are tried quietly (each is warned about when drawn itself); a few at most,
+            # so that a set of mostly bad pairs is not read over and over.
+            for k in range(1, min(len(self), MAX_STAND_IN_TRIES + 1)):
+                img, lab, err = self._sample((i + k) % len(self), seed)
+                if err is None:
+                    return img, lab, error
+        return None, None, error
 
 
 def collate_pairs(batch):
-    good = [(x, y) for x, y, err in batch if err is None]
+    """Stack the samples; return ``(images, labels, errors)``. A training item may carry both
+    a stand-in sample and the error of the pair it replaced (see :class:`SegmentationDataset`)."""
+    good = [(x, y) for x, y, _ in batch if x is not None]
     errors = [err for _, _, err in batch if err is not None]
     if not good:
         return None, None, errors

@@ -10,9 +10,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..checkpoint import atomic_write
-from ..classification.data import DataError
-from ..classification.predict import image_paths
+from ..classification.predict import image_paths, require_images
+from ..data.reading import IMAGE_ERRORS, open_rgb
 from ..engine import DistEnv, autocast, init_distributed, progress
+from ..errors import DataError
+from ..fileio import prepare_output_folder
 from .data import EvalTransform, SegmentationDataset, ade_pairs, find_pairs, warn_problems
 from .engine import evaluate, infer_logits
 from .metrics import summarize
@@ -34,28 +36,32 @@ def palette(n: int) -> np.ndarray:
     return np.array(colours, dtype=np.uint8)
 
 
-def _dataset(data: str | Path, split: str, n_cls: int, scale, reduce_zero_label: bool) -> SegmentationDataset:
+def _dataset(data: str | Path, split: str, n_cls: int, scale, reduce_zero_label: bool,
+             max_image_pixels: int | None = None) -> SegmentationDataset:
     root = Path(data)
     if (root / "images").is_dir() and (root / "masks").is_dir():
         pairs, problems = find_pairs(root / "images", root / "masks")  # one folder of image/mask pairs
     else:
         pairs, problems = ade_pairs(root, split)  # ADE20K layout or {train,val}/{images,masks}
     warn_problems(problems, str(root))
-    return SegmentationDataset(pairs, EvalTransform(tuple(scale)), n_cls, reduce_zero_label=reduce_zero_label)
+    # warn=False: evaluate_checkpoint warns once with the count of the pairs skipped.
+    return SegmentationDataset(pairs, EvalTransform(tuple(scale)), n_cls, reduce_zero_label=reduce_zero_label,
+                               max_image_pixels=max_image_pixels, warn=False)
 
 
 def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, split: str = "val", mode: str = "whole",
                         scale: tuple[int, int] | None = None, crop: int | None = None,
                         reduce_zero_label: bool | None = None, device: str = "auto", amp: str = "none",
-                        progress_bar: bool = True) -> dict[str, Any]:
-    """mIoU, mAcc, aAcc (percent) and per-class IoU of a segmentation checkpoint."""
+                        progress_bar: bool = True, max_image_pixels: int | None = None) -> dict[str, Any]:
+    """mIoU, mAcc, aAcc (percent) and per-class IoU of a segmentation checkpoint. Pairs that
+    cannot be used (see :class:`SegmentationDataset`) are skipped, counted and warned about."""
     env = DistEnv(device=init_distributed(device).device)
     model, info = load_segmenter(checkpoint, device=env.device)
     names = info["class_names"]
     scale = tuple(scale or info.get("scale") or (2048, 512))
     crop = crop or info.get("crop") or 512
     rzl = info.get("reduce_zero_label", False) if reduce_zero_label is None else reduce_zero_label
-    dataset = _dataset(data, split, len(names), scale, rzl)
+    dataset = _dataset(data, split, len(names), scale, rzl, max_image_pixels)
     res = evaluate(model, dataset, len(names), env=env, amp=amp, mode=mode, crop=crop, show_progress=progress_bar)
     if res["skipped"]:
         warn_problems(res["skipped"], str(data))
@@ -76,23 +82,26 @@ def format_table(result: dict[str, Any]) -> str:
 
 def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, mode: str = "whole",
             scale: tuple[int, int] | None = None, crop: int | None = None, alpha: float = 0.5,
-            device: str = "cpu", progress_bar: bool = True) -> Iterator[dict[str, Any]]:
+            device: str = "cpu", progress_bar: bool = True, max_image_pixels: int | None = None
+            ) -> Iterator[dict[str, Any]]:
     """For each image: ``<stem>_mask.png`` (palette PNG: pixel values are the class indices,
     shown in colour) and ``<stem>_overlay.png`` (the colours blended over the photo). Yields one
-    record per image with the files and the share of pixels per class."""
+    record per image with the files and the share of pixels per class, or ``{"path", "error"}``
+    for a file that cannot be read (broken, or more pixels than ``max_image_pixels``, default
+    PIL's limit). Raises :class:`DataError` when the inputs hold no image or ``out_dir``
+    cannot be written."""
+    paths = require_images(image_paths(inputs), inputs)
     device_t = torch.device(device)
     model, info = load_segmenter(checkpoint, device=device_t)
     names = info["class_names"]
     transform = EvalTransform(tuple(scale or info.get("scale") or (2048, 512)))
     crop = crop or info.get("crop") or 512
     colours = palette(len(names))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in progress(image_paths(inputs), desc="predict", enabled=progress_bar):
+    out = prepare_output_folder(out_dir)
+    for path in progress(paths, desc="predict", enabled=progress_bar):
         try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except (OSError, ValueError, SyntaxError) as e:
+            image = open_rgb(path, max_pixels=max_image_pixels)
+        except IMAGE_ERRORS as e:
             yield {"path": str(path), "error": f"unreadable image: {e}"}
             continue
         x, _ = transform(image, np.zeros((image.height, image.width), dtype=np.uint8))
