@@ -87,6 +87,8 @@ def test_existing_folders_are_never_mixed_or_cleared_by_mistake(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError, match="is a file"):
         make_classification_dataset(tmp_path / "file", **kw)
+    with pytest.raises(DataError, match="cannot write the dataset to .*file/sub: Not a directory"):
+        make_classification_dataset(tmp_path / "file" / "sub", **kw)            # no traceback, even as root
 
     # A run interrupted half-way (its marker is still there) is cleared and rewritten.
     (out / "synth.json").unlink()
