@@ -170,3 +170,15 @@ def test_static_onnx_export_takes_one_image(tmp_path):
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         assert _max_diff(session, model(x), x) < 1e-4
+
+
+def test_exports_trace_a_float32_cpu_copy_of_other_models():
+    from pvtv2.export import _cpu_copy
+
+    model = pvtv2.create_model("pvt_v2_b0", num_classes=3)
+    assert _cpu_copy(model) is model
+    half = pvtv2.create_model("pvt_v2_b0", num_classes=3).to(torch.bfloat16)
+    copy = _cpu_copy(half)
+    assert copy is not half and next(copy.parameters()).dtype == torch.float32
+    assert next(half.parameters()).dtype == torch.bfloat16  # the caller's model is left as it was
+    assert torch.equal(copy.head.weight, half.head.weight.float())

@@ -11,6 +11,8 @@ the format (:data:`SUFFIXES`), an ONNX opset outside :data:`SUPPORTED_OPSETS`.
 """
 from __future__ import annotations
 
+import copy
+
 import contextlib
 import json
 import os
@@ -135,6 +137,15 @@ def onnx_session(path: str | Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def _cpu_copy(model: PyramidVisionTransformerV2) -> PyramidVisionTransformerV2:
+    """Exports are traced and checked on the CPU in float32 (the file is device-independent);
+    a model on a GPU or in another dtype is copied, so the caller's model stays as it was."""
+    p = next(model.parameters(), None)
+    if p is None or (p.device.type == "cpu" and p.dtype == torch.float32):
+        return model
+    return copy.deepcopy(model).to("cpu", torch.float32)
+
+
 def export_onnx(model: PyramidVisionTransformerV2, out: str | Path, *, backbone: bool = False, dynamic: bool = True,
                 opset: int = 18, check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES, atol: float = 1e-4,
                 metadata: dict[str, str] | None = None, overwrite: bool = False) -> Path:
@@ -145,7 +156,7 @@ def export_onnx(model: PyramidVisionTransformerV2, out: str | Path, *, backbone:
 
     out = Path(out)
     check_opset(opset)
-    model = model.eval()
+    model = _cpu_copy(model).eval()
     module = Backbone(model) if backbone else model
     names = FEATURE_NAMES if backbone else ["logits"]
     sizes = list(check_sizes) if dynamic else [check_sizes[0]]
@@ -187,7 +198,7 @@ def export_torchscript(model: PyramidVisionTransformerV2, out: str | Path, *, ba
     """Trace to TorchScript; the traced graph keeps the input size symbolic, so the file
     works at other sizes (checked on ``check_sizes``, the first one being the trace size)."""
     out = Path(out)
-    model = model.eval()
+    model = _cpu_copy(model).eval()
     module = Backbone(model) if backbone else model
     with _staged(out, "TorchScript", "torchscript", overwrite) as tmp:
         example = torch.randn(1, model.config.in_chans, *check_sizes[0])
