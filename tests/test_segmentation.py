@@ -20,7 +20,7 @@ from pvtv2.engine import TrainingStateError
 from pvtv2.segmentation import (SegTrainConfig, create_segmenter, evaluate_checkpoint, load_segmenter, predict,
                                 save_segmenter, summarize, train, update_confusion)
 from pvtv2.segmentation.data import SegmentationDataset, TrainTransform, ade_pairs, sliding_windows
-from pvtv2.segmentation.engine import infer_logits
+from pvtv2.segmentation.predict import infer_logits
 from pvtv2.segmentation.train import PassBatches, poly_lr
 
 

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 
-def _add_dataclass_flags(parser: argparse.ArgumentParser, fields, *, required=()) -> None:
-    """One ``--flag`` per dataclass field, with the field's default and help."""
-    for f in fields:
+def _add_dataclass_flags(parser: argparse.ArgumentParser, config_cls, *, required=(), skip=()) -> None:
+    """One ``--flag`` per dataclass field (but ``skip``), with the field's default and help."""
+    for f in fields(config_cls):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type)  # annotations are strings here (postponed evaluation)
         if kind == "bool":
@@ -25,17 +29,72 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, fields, *, required=()
         parser.add_argument(flag, **kwargs)
 
 
-def _add_train_flags(parser: argparse.ArgumentParser, fields) -> None:
-    """A training command's flags: one per recipe field (``--data`` required), and
-    ``--resume [PATH]`` (bare: OUTPUT/last.pt)."""
-    _add_dataclass_flags(parser, [f for f in fields if f.name != "resume"], required=("data",))
+def _add_train_flags(parser: argparse.ArgumentParser, config_cls) -> None:
+    """A training command's flags: one per recipe field (``--data`` required; the ranges are
+    checked by the recipe itself), and ``--resume [PATH]`` (bare: OUTPUT/last.pt)."""
+    resume = next(f for f in fields(config_cls) if f.name == "resume")
+    _add_dataclass_flags(parser, config_cls, required=("data",), skip=("resume",))
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
-                        help="resume from a last.pt; without a value: OUTPUT/last.pt")
+                        help=resume.metadata["help"] + "; a bare --resume means OUTPUT/last.pt")
 
 
-def _config_from_args(config_cls, fields, args):
+def _config_from_args(config_cls, args):
     """The recipe dataclass filled from the flags that :func:`_add_train_flags` added."""
-    return config_cls(**{f.name: getattr(args, f.name) for f in fields})
+    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
+
+
+class _Checked(argparse.Action):
+    """Stores an option's value after ``check(flag, value)``, which returns it or raises a
+    :class:`~pvtv2.errors.ConfigError`, so that ``main`` reports it as one line."""
+
+    def __init__(self, *args, check, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.check = check
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.check(option_string, values))
+
+
+def _at_least(low):
+    from .engine import check_range
+
+    return lambda flag, value: check_range(flag, value, min=low)
+
+
+def _between(low, high):
+    from .engine import check_range
+
+    return lambda flag, value: check_range(flag, value, min=low, max=high)
+
+
+def _device(flag, value):
+    from .engine import check_device_name
+
+    return check_device_name(value)
+
+
+def _variant(flag, value):
+    from .errors import ConfigError
+    from .model import list_models
+
+    if value not in list_models():
+        raise ConfigError(f"{flag} {value}: unknown variant; known: {', '.join(list_models())}")
+    return value
+
+
+def _writable_file(path: str, flag: str):
+    """``path`` opened for writing; a path that cannot be written is a one-line error."""
+    from .errors import ConfigError
+
+    try:
+        return open(path, "w")
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot write this file ({e.strerror}); choose another {flag}") from None
+
+
+def _write_json(path: str, obj, flag: str) -> None:
+    with _writable_file(path, flag) as fh:
+        fh.write(json.dumps(obj, indent=2))
 
 
 def _stream_records(records, done) -> int:
@@ -53,13 +112,19 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _done(message: str) -> None:
+    """The closing line of a training command, from rank 0 only under torchrun."""
+    from .engine import is_main_process
+
+    if is_main_process():
+        print(message)
+
+
 def cmd_train(args) -> int:
     from .classification import TrainConfig, train
-    from .classification.recipe import config_fields
 
-    result = train(_config_from_args(TrainConfig, config_fields(), args))
-    if result:
-        print(f"done: best val top-1 {result['best_top1']:.2f}%; results in {result['output']}")
+    result = train(_config_from_args(TrainConfig, args))
+    _done(f"done: best val top-1 {result['best_top1']:.2f}%; results in {result['output']}")
     return 0
 
 
@@ -74,10 +139,11 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     from .classification.predict import predict
 
-    sink = open(args.output, "w") if args.output else sys.stdout
+    records = predict(args.inputs, args.checkpoint, model=args.model, topk=args.topk, img_size=args.img_size,
+                      batch_size=args.batch_size, workers=args.workers, device=args.device)
+    sink = _writable_file(args.output, "--output") if args.output else sys.stdout
     try:
-        for record in predict(args.inputs, args.checkpoint, model=args.model, topk=args.topk, img_size=args.img_size,
-                              batch_size=args.batch_size, workers=args.workers, device=args.device):
+        for record in records:
             sink.write(json.dumps(record) + "\n")
     finally:
         if args.output:
@@ -85,41 +151,61 @@ def cmd_predict(args) -> int:
     return 0
 
 
+#: ``pvtv2 data synth --task``: the generator and the flags that apply to it. Defaults are the
+#: generators' own (a flag left out is not passed on).
+SYNTH_TASKS = {
+    "classify": ("make_classification_dataset", ("classes", "train_per_class", "val_per_class", "size", "seed")),
+    "segment": ("make_segmentation_dataset", ("classes", "train_images", "val_images", "size", "seed")),
+    "detect": ("make_detection_dataset", ("classes", "train_images", "val_images", "size", "seed")),
+}
+SYNTH_LAYOUTS = {"classify": "classification dataset (ImageFolder layout)",
+                 "segment": "segmentation dataset (ADE20K layout)",
+                 "detect": "detection dataset (COCO layout)"}
+
+
+def _synth_defaults(name: str) -> str:
+    """The defaults of an option of the generators, for ``--help``: ``classify 6, segment 4, ...``."""
+    import inspect
+
+    from . import data
+
+    return ", ".join(f"{task} {inspect.signature(getattr(data, fn)).parameters[name].default}"
+                     for task, (fn, names) in SYNTH_TASKS.items() if name in names)
+
+
 def cmd_synth(args) -> int:
-    from .data import make_classification_dataset, make_segmentation_dataset
+    from . import data
+    from .errors import ConfigError, PVTv2Error
+    from .fileio import prepare_output_folder
 
-    if args.task == "detect":
-        from .data import make_detection_dataset
-
-        classes = args.classes if args.classes is not None else 3
-        path = make_detection_dataset(args.out, classes=classes, train_images=args.train_images,
-                                      val_images=args.val_images, size=args.size or 128, seed=args.seed)
-        print(f"wrote a {classes}-class COCO-format detection dataset to {path}")
-        return 0
-    if args.task == "segment":
-        classes = args.classes if args.classes is not None else 4
-        path = make_segmentation_dataset(args.out, classes=classes, train_images=args.train_images,
-                                         val_images=args.val_images, size=args.size or 64, seed=args.seed)
-        print(f"wrote a {classes}-class segmentation dataset (ADE20K layout) to {path}")
-        return 0
-    classes = args.classes if args.classes is not None else 6
-    path = make_classification_dataset(args.out, classes=classes, train_per_class=args.train_per_class,
-                                       val_per_class=args.val_per_class, size=args.size or 48, seed=args.seed)
-    print(f"wrote a {classes}-class dataset to {path}")
+    fn, names = SYNTH_TASKS[args.task]
+    others = sorted({n for _, ns in SYNTH_TASKS.values() for n in ns} - set(names))
+    wrong = [n for n in others if getattr(args, n) is not None]
+    if wrong:
+        raise ConfigError(f"--{wrong[0].replace('_', '-')} does not apply to --task {args.task}")
+    prepare_output_folder(args.out, "--out")
+    kwargs = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    try:
+        path = getattr(data, fn)(args.out, **kwargs)
+    except ValueError as e:
+        # The generators check their arguments with ValueError; those are user input here.
+        if isinstance(e, PVTv2Error):
+            raise
+        raise ConfigError(str(e)) from e
+    print(f"wrote a {SYNTH_LAYOUTS[args.task]} to {path}")
     return 0
 
 
 def cmd_detect_train(args) -> int:
     from .detection import DetTrainConfig, train
-    from .detection.recipe import config_fields
 
-    result = train(_config_from_args(DetTrainConfig, config_fields(), args))
-    print(f"done: best box AP {result['best_ap']:.3f}; results in {result['output']}")
+    result = train(_config_from_args(DetTrainConfig, args))
+    _done(f"done: best box AP {result['best_ap']:.3f}; results in {result['output']}")
     return 0
 
 
 def cmd_detect_eval(args) -> int:
-    from .detection.predict import evaluate_checkpoint
+    from .detection import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.data, args.checkpoint, split=args.split, images=args.images, ann=args.ann,
                                  device=args.device, batch_size=args.batch_size, results_file=args.results)
@@ -128,28 +214,29 @@ def cmd_detect_eval(args) -> int:
             print(f"{iou_type}:\n{result[iou_type]['summary']}")
     _print_json({k: ({"stats": v["stats"]} if isinstance(v, dict) else v) for k, v in result.items()})
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        _write_json(args.json, result, "--json")
     return 0
 
 
 def cmd_detect_predict(args) -> int:
-    from .detection.predict import predict
+    from .detection import predict
+    from .fileio import prepare_output_folder
 
+    prepare_output_folder(args.out, "--out")
     records = predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh, device=args.device)
     return _stream_records(records, lambda n: f"wrote detections of {n} image(s) to {args.out}")
 
 
 def cmd_segment_train(args) -> int:
     from .segmentation import SegTrainConfig, train
-    from .segmentation.recipe import config_fields
 
-    result = train(_config_from_args(SegTrainConfig, config_fields(), args))
-    print(f"done: best mIoU {result['best_miou']:.2f}%; results in {result['output']}")
+    result = train(_config_from_args(SegTrainConfig, args))
+    _done(f"done: best mIoU {result['best_miou']:.2f}%; results in {result['output']}")
     return 0
 
 
 def cmd_segment_eval(args) -> int:
-    from .segmentation.predict import evaluate_checkpoint, format_table
+    from .segmentation.evaluate import evaluate_checkpoint, format_table
 
     result = evaluate_checkpoint(args.data, args.checkpoint, split=args.split, mode=args.mode,
                                  scale=tuple(args.scale) if args.scale else None, crop=args.crop,
@@ -157,13 +244,15 @@ def cmd_segment_eval(args) -> int:
     print(format_table(result))
     _print_json(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        _write_json(args.json, result, "--json")
     return 0
 
 
 def cmd_segment_predict(args) -> int:
-    from .segmentation.predict import predict
+    from .fileio import prepare_output_folder
+    from .segmentation import predict
 
+    prepare_output_folder(args.out, "--out")
     records = predict(args.inputs, args.checkpoint, args.out, mode=args.mode,
                       scale=tuple(args.scale) if args.scale else None, crop=args.crop, device=args.device)
     return _stream_records(records, lambda n: f"wrote masks and overlays of {n} image(s) to {args.out}")
@@ -199,60 +288,25 @@ def cmd_export(args) -> int:
 
 
 def cmd_flops(args) -> int:
-    from . import create_model, list_models
-    from .bench import PAPER_GFLOPS, count_flops
+    from . import list_models
+    from .bench.run import flops_rows, format_flops
 
-    names = list_models() if args.model == "all" else [args.model]
-    rows = []
-    for name in names:
-        r = count_flops(create_model(name), (args.img_size, args.img_size) if args.width is None else (args.img_size, args.width))
-        rows.append({"model": name, "img_size": args.img_size, "params_m": round(r["params"] / 1e6, 2),
-                     "gflops": round(r["flops"] / 1e9, 3), "paper_gflops": PAPER_GFLOPS.get(name) if args.img_size == 224 else None,
-                     "by_kind": r["by_kind"]})
-    if args.json:
-        _print_json(rows)
-    else:
-        print(f"{'model':14s} {'params (M)':>10s} {'GFLOPs':>8s} {'paper':>6s}   (multiply-adds, mmcv convention, at {args.img_size}px)")
-        for r in rows:
-            print(f"{r['model']:14s} {r['params_m']:10.2f} {r['gflops']:8.2f} {r['paper_gflops'] or '':>6}")
+    rows = flops_rows(list_models() if args.model == "all" else [args.model], args.img_size, args.width)
+    print(json.dumps(rows, indent=2) if args.json else format_flops(rows))
     return 0
 
 
 def cmd_bench(args) -> int:
-    import torch
+    from .bench.run import compare_speed, scaling_study
 
-    from .bench.speed import Case, Setting, dumps, format_result, machine_info, run_case, top1_agreement
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.scaling:
-        from .bench.scaling import run_study
-
-        print(f"scaling study on {args.device} -> {args.out}")
-        summary = run_study(args.out, budget_gmacs=args.budget_gmacs, device=args.device, repeats=args.repeats,
-                            reference=args.reference)
-        for kind, e in summary["exponents"].items():
-            t, m = e["time"], e["memory"]
-            print(f"  {kind:16s} fitted exponent: time ~ pixels^{t:.2f}" if t is not None else f"  {kind:16s}: too few points",
-                  f" memory ~ pixels^{m:.2f}" if m is not None else "")
-        return 0
-    ours = Setting(args.dtype, args.channels_last, args.compile)
-    peer = Setting() if args.peer_eager_fp32 else Setting(args.dtype, args.channels_last, args.compile)
-    results = []
-    for name in args.model:
-        for mode in args.mode:
-            case = Case(model=name, batch_size=args.batch_size, img_size=args.img_size, mode=mode, device=args.device,
-                        ours=ours, peer=peer, repeats=args.repeats, warmup=args.warmup)
-            r = run_case(case, compare=args.compare == "timm")
-            if args.agreement and mode == "infer":
-                r["top1_agreement_vs_fp32"] = top1_agreement(name, ours, img_size=args.img_size, device=args.device)
-            results.append(r)
-            print(format_result(r) + (f" | top-1 agreement {r['top1_agreement_vs_fp32']:.1%}" if "top1_agreement_vs_fp32" in r else ""),
-                  flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(dumps([{"machine": machine_info(args.device)}] + results))
-        print(f"wrote {args.json}")
+        scaling_study(args.out, budget_gmacs=args.budget_gmacs, device=args.device, repeats=args.repeats,
+                      reference=args.reference, threads=args.threads)
+    else:
+        compare_speed(args.model, args.mode, batch_size=args.batch_size, img_size=args.img_size, device=args.device,
+                      dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
+                      compare=args.compare == "timm", peer_eager_fp32=args.peer_eager_fp32, agreement=args.agreement,
+                      repeats=args.repeats, warmup=args.warmup, threads=args.threads, json_path=args.json)
     return 0
 
 
@@ -267,35 +321,44 @@ def cmd_models(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import FORMAT_ALIASES, FORMATS
-    from .classification.recipe import config_fields
+    from .classification.recipe import TrainConfig
+    from .detection.recipe import DetTrainConfig
+    from .segmentation.recipe import SegTrainConfig
+
+    checked = dict(action=_Checked)
+    size = dict(type=int, check=_at_least(32), **checked)
+    count = dict(type=int, check=_at_least(1), **checked)
+    workers = dict(type=int, check=_at_least(0), **checked)
+    device = dict(check=_device, **checked)
+    variant = dict(check=_variant, **checked)
 
     parser = argparse.ArgumentParser(prog="pvtv2", description="Pyramid Vision Transformer v2: models, training, tools")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an image classifier (official PVTv2 ImageNet recipe by default)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_train_flags(p, config_fields())
+    _add_train_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a classifier checkpoint on an ImageFolder; prints JSON")
     p.add_argument("--data", required=True, help="folder with val/<class>/* (or the class folders themselves)")
     p.add_argument("--checkpoint", required=True, help="checkpoint (our best.safetensors, or any supported format)")
-    p.add_argument("--model", default=None, help="variant name; optional when the checkpoint carries its config")
-    p.add_argument("--img-size", type=int, default=None, help="eval size (default: the checkpoint's training size or 224)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--model", default=None, help="variant name; optional when the checkpoint carries its config", **variant)
+    p.add_argument("--img-size", default=None, help="eval size (default: the checkpoint's training size or 224)", **size)
+    p.add_argument("--batch-size", default=64, **count)
+    p.add_argument("--workers", default=2, **workers)
+    p.add_argument("--device", default="auto", **device)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes for images or folders, as JSON lines")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--model", default=None, help="variant name; optional when the checkpoint carries its config")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default=None, help="variant name; optional when the checkpoint carries its config", **variant)
+    p.add_argument("--topk", default=5, **count)
+    p.add_argument("--img-size", default=None, **size)
+    p.add_argument("--batch-size", default=32, **count)
+    p.add_argument("--workers", default=0, **workers)
+    p.add_argument("--device", default="cpu", **device)
     p.add_argument("--output", default=None, help="write JSON lines here instead of standard output")
     p.set_defaults(func=cmd_predict)
 
@@ -303,29 +366,28 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("synth", help="generate a labelled dataset of shapes and textures (ImageFolder layout)")
     s.add_argument("--out", required=True)
-    s.add_argument("--task", default="classify", choices=["classify", "segment", "detect"],
+    s.add_argument("--task", default="classify", choices=list(SYNTH_TASKS),
                    help="classify: ImageFolder of shapes; segment: ADE20K-style images + per-pixel labels; "
                         "detect: COCO-format boxes + instance masks")
     s.add_argument("--classes", type=int, default=None,
-                   help="classify: number of classes, 2-8 (default 6); segment: background + shapes, 2-9 "
-                        "(default 4); detect: 1-8 (default 3)")
-    s.add_argument("--train-per-class", type=int, default=300, help="classify: training images per class")
-    s.add_argument("--val-per-class", type=int, default=60, help="classify: validation images per class")
-    s.add_argument("--train-images", type=int, default=200, help="segment, detect: training images")
-    s.add_argument("--val-images", type=int, default=40, help="segment, detect: validation images")
-    s.add_argument("--size", type=int, default=None,
-                   help="image side in pixels (default 48 classify, 64 segment, 128 detect)")
-    s.add_argument("--seed", type=int, default=0)
+                   help=f"number of classes (segment: background + shapes); default: {_synth_defaults('classes')}")
+    s.add_argument("--train-per-class", type=int, default=None,
+                   help=f"classify: training images per class (default {_synth_defaults('train_per_class')})")
+    s.add_argument("--val-per-class", type=int, default=None,
+                   help=f"classify: validation images per class (default {_synth_defaults('val_per_class')})")
+    s.add_argument("--train-images", type=int, default=None,
+                   help=f"segment, detect: training images (default {_synth_defaults('train_images')})")
+    s.add_argument("--val-images", type=int, default=None,
+                   help=f"segment, detect: validation images (default {_synth_defaults('val_images')})")
+    s.add_argument("--size", type=int, default=None, help=f"image side in pixels (default {_synth_defaults('size')})")
+    s.add_argument("--seed", type=int, default=None, help=f"random seed (default {_synth_defaults('seed')})")
     s.set_defaults(func=cmd_synth)
-
-    from .detection.recipe import config_fields as det_fields
-    from .segmentation.recipe import config_fields as seg_fields
 
     p = sub.add_parser("detect", help="object detection / instance segmentation: train, eval, predict")
     dsub2 = p.add_subparsers(dest="detect_command", required=True)
     s = dsub2.add_parser("train", help="train RetinaNet / Faster R-CNN / Mask R-CNN (official 1x recipe by default)",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_train_flags(s, det_fields())
+    _add_train_flags(s, DetTrainConfig)
     s.set_defaults(func=cmd_detect_train)
     s = dsub2.add_parser("eval", help="COCO box AP (and mask AP) of a checkpoint: the 12-number summary + JSON")
     s.add_argument("--data", required=True, help="COCO-layout root")
@@ -333,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="val", choices=["train", "val"])
     s.add_argument("--images", default=None, help="image folder (default DATA/{split}2017)")
     s.add_argument("--ann", default=None, help="instances JSON (default DATA/annotations/instances_{split}2017.json)")
-    s.add_argument("--batch-size", type=int, default=2)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", default=2, **count)
+    s.add_argument("--device", default="auto", **device)
     s.add_argument("--results", default=None, help="also write the detections (COCO result format) to this file")
     s.add_argument("--json", default=None, help="also write the evaluation as JSON to this file")
     s.set_defaults(func=cmd_detect_eval)
@@ -342,26 +404,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", help="image files and/or folders")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--out", required=True, help="folder for <stem>_det.png")
-    s.add_argument("--score-thresh", type=float, default=0.5)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--score-thresh", type=float, default=0.5, check=_between(0, 1), **checked)
+    s.add_argument("--device", default="cpu", **device)
     s.set_defaults(func=cmd_detect_predict)
 
     p = sub.add_parser("segment", help="semantic segmentation with Semantic FPN: train, eval, predict")
     ssub = p.add_subparsers(dest="segment_command", required=True)
     s = ssub.add_parser("train", help="train Semantic FPN (official ADE20K 40k recipe by default)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_train_flags(s, seg_fields())
+    _add_train_flags(s, SegTrainConfig)
     s.set_defaults(func=cmd_segment_train)
     s = ssub.add_parser("eval", help="mIoU / mAcc / aAcc / per-class IoU of a checkpoint (table + JSON)")
     s.add_argument("--data", required=True, help="ADE20K-style root (images/, annotations/) or images/ + masks/ folder")
     s.add_argument("--checkpoint", required=True, help="a segmentation run's best.safetensors")
     s.add_argument("--split", default="val", choices=["train", "val"])
     s.add_argument("--mode", default="whole", choices=["whole", "slide"], help="whole-image or sliding-window inference")
-    s.add_argument("--scale", type=int, nargs=2, default=None, help="test rescale (default: the training scale)")
-    s.add_argument("--crop", type=int, default=None, help="sliding window size (default: the training crop)")
+    s.add_argument("--scale", nargs=2, default=None, help="test rescale (default: the training scale)", **size)
+    s.add_argument("--crop", default=None, help="sliding window size (default: the training crop)", **size)
     s.add_argument("--reduce-zero-label", action=argparse.BooleanOptionalAction, default=None,
                    help="default: as in training")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default="auto", **device)
     s.add_argument("--json", default=None, help="also write the JSON result to this file")
     s.set_defaults(func=cmd_segment_eval)
     s = ssub.add_parser("predict", help="colour masks and overlays for images or folders; JSON lines")
@@ -369,9 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--out", required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
     s.add_argument("--mode", default="whole", choices=["whole", "slide"])
-    s.add_argument("--scale", type=int, nargs=2, default=None)
-    s.add_argument("--crop", type=int, default=None)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--scale", nargs=2, default=None, **size)
+    s.add_argument("--crop", default=None, **size)
+    s.add_argument("--device", default="cpu", **device)
     s.set_defaults(func=cmd_segment_predict)
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
@@ -380,13 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "official/timm: a .pth, .pt, .bin or .safetensors file")
     p.add_argument("--to", default="pvtv2", choices=FORMATS + tuple(FORMAT_ALIASES),
                    help="target format ('ours' is the old name of 'pvtv2')")
-    p.add_argument("--model", default=None, help="variant name, when the source carries no config")
+    p.add_argument("--model", default=None, help="variant name, when the source carries no config", **variant)
     p.add_argument("--overwrite", action="store_true", help="replace an existing destination (never the source)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="the main job on embedded data: synth data -> train b0 -> eval -> predict")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=None, help="classify: epochs (default 30)")
+    p.add_argument("--epochs", default=None, help="classify: epochs (default: the demo recipe's)", **count)
     p.add_argument("--task", default="classify", choices=["classify", "segment", "detect"],
                    help="which job: classification (make demo), segmentation or detection")
     p.set_defaults(func=cmd_demo)
@@ -395,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file or folder (any supported format)")
     p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
     p.add_argument("--out", required=True, help="output file (.onnx or .pt)")
-    p.add_argument("--model", default=None, help="variant name, when the checkpoint carries no config")
+    p.add_argument("--model", default=None, help="variant name, when the checkpoint carries no config", **variant)
     p.add_argument("--backbone", action="store_true", help="export the 4 pyramid maps (stage1..stage4) instead of logits")
     p.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=True,
                    help="ONNX: dynamic batch, height and width (default on)")
@@ -404,26 +466,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("flops", help="parameters and FLOPs (multiply-adds, the paper's convention)")
     p.add_argument("--model", default="all", help="a variant or 'all'")
-    p.add_argument("--img-size", type=int, default=224, help="input height (and width unless --width)")
-    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--img-size", default=224, help="input height (and width unless --width)", **size)
+    p.add_argument("--width", default=None, **size)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_flops)
 
     p = sub.add_parser("bench", help="throughput/latency/memory, side by side with timm; or the complexity study")
     p.add_argument("--model", nargs="+", default=["pvt_v2_b0"], help="one or more variants")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch-size", default=8, **count)
+    p.add_argument("--img-size", default=224, **size)
     p.add_argument("--mode", nargs="+", default=["infer"], choices=["infer", "train"])
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", **device)
     p.add_argument("--compare", default="timm", choices=["timm", "none"], help="run timm's model with the same weights")
     p.add_argument("--peer-eager-fp32", action="store_true", help="run the peer as plain eager fp32 (a fixed baseline)")
     p.add_argument("--agreement", action="store_true", help="top-1 agreement with the fp32 path on real photographs")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--repeats", default=10, **count)
+    p.add_argument("--warmup", default=3, **workers)
+    p.add_argument("--threads", default=0, help="torch threads (0: torch's default)", **workers)
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     p.add_argument("--scaling", action="store_true", help="run the complexity study instead (SRA / linear / full)")
     p.add_argument("--out", default="benchmarks/scaling", help="--scaling: output folder")
@@ -438,17 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .classification.data import DataError
-    from .classification.train import TrainingError
-    from .engine import TrainingStateError
-    from .export import ExportError
+    """Run a command. The package's own errors (:class:`~pvtv2.errors.PVTv2Error`: bad flags,
+    data, checkpoints...) print as one line with exit code 2; any other exception is a bug and
+    keeps its traceback."""
+    from .errors import PVTv2Error
 
-    args = build_parser().parse_args(argv)
+    command = "pvtv2"
     try:
+        args = build_parser().parse_args(argv)
+        command = " ".join(["pvtv2"] + [getattr(args, k) for k in ("command", "data_command", "detect_command",
+                                                                   "segment_command") if getattr(args, k, None)])
         return args.func(args)
-    except (CheckpointError, DataError, TrainingError, TrainingStateError, ExportError, FileNotFoundError, ValueError) as e:
-        print(f"pvtv2 {args.command}: error: {e}", file=sys.stderr)
+    except PVTv2Error as e:
+        rank = int(os.environ.get("RANK", "0"))  # under torchrun, say which process it was
+        print(f"{f'[rank {rank}] ' if rank else ''}{command}: error: {e}", file=sys.stderr)
         return 2
 
 

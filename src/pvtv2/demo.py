@@ -22,6 +22,11 @@ DEMO_RECIPE = dict(
 )
 
 
+def _continue(run: Path) -> dict:
+    """An interrupted demo continues where it stopped; one that never saved starts over."""
+    return {"resume": "auto"} if (run / "last.pt").exists() else {"overwrite": True}
+
+
 def run_demo(out: Path, *, epochs: int | None = None) -> dict:
     start = time.perf_counter()
     data = out / "data"
@@ -31,11 +36,9 @@ def run_demo(out: Path, *, epochs: int | None = None) -> dict:
     else:
         print(f"[1/4] using the synthetic dataset in {data}", flush=True)
     run = out / "train"
-    recipe = dict(DEMO_RECIPE, data=str(data), output=str(run))
+    recipe = dict(DEMO_RECIPE, data=str(data), output=str(run), **_continue(run))
     if epochs:
         recipe["epochs"] = epochs
-    if (run / "last.pt").exists():
-        recipe["resume"] = "auto"  # an interrupted demo continues where it stopped
     print(f"[2/4] training {recipe['model']} for {recipe['epochs']} epochs on the CPU", flush=True)
     result = train(TrainConfig(**recipe))
     best = run / "best.safetensors"
@@ -77,9 +80,7 @@ def run_segment_demo(out: Path) -> dict:
         print(f"[1/4] generating the synthetic segmentation set in {data}", flush=True)
         make_segmentation_dataset(data)
     run = out / "train"
-    recipe = dict(SEGMENT_RECIPE, data=str(data), output=str(run))
-    if (run / "last.pt").exists():
-        recipe["resume"] = "auto"
+    recipe = dict(SEGMENT_RECIPE, data=str(data), output=str(run), **_continue(run))
     print(f"[2/4] training Semantic FPN + {recipe['model']} for {recipe['iters']} iterations on the CPU", flush=True)
     train(SegTrainConfig(**recipe))
     best = run / "best.safetensors"
@@ -107,9 +108,7 @@ def run_detect_demo(out: Path) -> dict:
         print(f"[1/4] generating the synthetic COCO-format set in {data}", flush=True)
         make_detection_dataset(data, train_images=120, val_images=30)
     run = out / "train"
-    recipe = dict(DETECT_RECIPE, data=str(data), output=str(run))
-    if (run / "last.pt").exists():
-        recipe["resume"] = "auto"
+    recipe = dict(DETECT_RECIPE, data=str(data), output=str(run), **_continue(run))
     print(f"[2/4] training {recipe['kind']} + {recipe['model']} for {recipe['epochs']} epochs on the CPU", flush=True)
     train(DetTrainConfig(**recipe))
     best = run / "best.safetensors"

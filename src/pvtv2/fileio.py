@@ -5,6 +5,7 @@ Imports nothing from the model, checkpoint or task code, so ``engine/`` can use 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -48,16 +49,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
         raise
 
 
-def prepare_output_folder(out_dir: str | os.PathLike) -> Path:
+def prepare_output_folder(out_dir: str | os.PathLike, flag: str | None = None) -> Path:
     """Create ``out_dir`` (a folder that a command writes files into) or say in one line why
-    it cannot be: a file is in the way, or the folder cannot be created or written."""
+    it cannot be: a file is in the way, or the folder cannot be created or written. ``flag``:
+    the command-line option that named the folder, for the message."""
     out = Path(out_dir)
+    name = f"{flag} {out}" if flag else str(out)
     if out.exists() and not out.is_dir():
-        raise DataError(f"{out} is a file, not a folder; give a folder for the outputs")
+        raise DataError(f"{name} is a file, not a folder; give a folder for the outputs")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+        raise DataError(f"cannot create the output folder {name}: {e.strerror or e}") from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise DataError(f"cannot write to the output folder {out}: permission denied")
+        raise DataError(f"cannot write to the output folder {name}: permission denied")
     return out
+
+
+# atomic_write's temporaries: mkstemp(prefix=".<name>.", suffix=".tmp") adds 8 random characters.
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries that :func:`atomic_write` left in ``folder`` when its process was
+    killed mid-save (tens of MB each for a checkpoint); returns what was deleted. Only safe
+    while no other process writes there (a training run calls it holding the folder's lock)."""
+    removed = []
+    for p in Path(folder).iterdir():
+        if _TEMPORARY.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+            p.unlink()
+            removed.append(p)
+    return removed

@@ -12,10 +12,9 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
+from ..data.images import IMG_EXTENSIONS
 from ..data.reading import IMAGE_ERRORS, open_rgb, walk_files
 from ..errors import DataError
-
-IMG_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
 
 
 class SkippingImageFolder(datasets.ImageFolder):

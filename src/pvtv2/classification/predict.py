@@ -8,33 +8,12 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.reading import IMAGE_ERRORS, open_rgb, walk_files
+from ..data.images import image_paths, require_images
+from ..data.reading import IMAGE_ERRORS, open_rgb
 from ..engine import progress
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError
 from ..factory import create_model
-from .data import IMG_EXTENSIONS, eval_transform
-
-
-def image_paths(sources: list[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of image paths."""
-    paths: list[Path] = []
-    for src in sources:
-        p = Path(src)
-        if p.is_dir():
-            paths += sorted(q for q in walk_files(p) if q.suffix.lower() in IMG_EXTENSIONS)
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such image file or folder")
-    return paths
-
-
-def require_images(paths: list[Path], sources: list[str | Path]) -> list[Path]:
-    """``paths``, or a :class:`DataError` when the sources held no image at all."""
-    if not paths:
-        raise DataError(f"no images found in {', '.join(str(s) for s in sources)} (searched recursively for "
-                        f"{', '.join(IMG_EXTENSIONS)})")
-    return paths
+from .data import eval_transform
 
 
 class _Images(Dataset):
@@ -142,7 +121,3 @@ def predict(
                 yield {"path": str(paths[i]), "top": [
                     {"class": names[int(j)], "index": int(j), "prob": round(float(q), 6)} for q, j in zip(p[row], c[row])]}
 
-
-def format_jsonl(records) -> Iterator[str]:
-    for r in records:
-        yield json.dumps(r)

@@ -6,65 +6,61 @@ gradient clipping).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, replace
 
-from ..model import DEFAULT_DROP_PATH
+from ..engine.config import RunConfig, option
+from ..model import DEFAULT_DROP_PATH, MIN_INPUT_SIZE
 from ..registry import REGISTRY
 
 #: Per-variant gradient clipping of configs/pvt_v2/*.py (0: none), from :mod:`pvtv2.registry`.
 DEFAULT_CLIP_GRAD = {name: v.clip_grad for name, v in REGISTRY.items()}
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
-
-
 @dataclass
-class TrainConfig:
-    """``pvtv2 train`` options. ``None`` where the default depends on the variant."""
+class TrainConfig(RunConfig):
+    """``pvtv2 train`` options (the run options of :class:`~pvtv2.engine.RunConfig`, then the
+    recipe). ``None`` where the default depends on the variant."""
 
-    data: str = _f("", "dataset root holding train/<class>/* and val/<class>/* (ImageFolder layout)")
-    model: str = _f("pvt_v2_b2", "variant to train (pvtv2.list_models())")
-    img_size: int = _f(224, "training crop and evaluation size in pixels (main.py --input-size)")
-    epochs: int = _f(300, "epochs (main.py)")
-    batch_size: int = _f(128, "images per process per step (main.py; the paper used 8 GPUs x 128)")
-    lr: float = _f(5e-4, "base learning rate for a total batch of 512; the run uses lr * batch * processes / 512 (main.py)")
-    min_lr: float = _f(1e-5, "cosine schedule floor (main.py)")
-    warmup_lr: float = _f(1e-6, "learning rate at the start of warm-up (main.py)")
-    warmup_epochs: int = _f(5, "linear warm-up epochs (main.py)")
-    sched_per_step: bool = _f(False, "update the learning rate every step instead of every epoch (official: per epoch)")
-    weight_decay: float = _f(0.05, "AdamW weight decay; biases and norms are exempt as in timm's create_optimizer (main.py)")
-    opt_eps: float = _f(1e-8, "AdamW epsilon (main.py)")
-    clip_grad: float | None = _f(None, "max gradient norm; 0 disables (default: 1.0 for b3-b5, none otherwise; configs/pvt_v2)")
-    drop_path: float | None = _f(None, "stochastic depth rate (default: 0.1 for b0-b2_li, 0.3 for b3-b5; configs/pvt_v2)")
-    aa: str = _f("rand-m9-mstd0.5-inc1", "RandAugment policy for timm; 'none' disables (main.py)")
-    color_jitter: float = _f(0.4, "colour jitter strength, used when --aa is none (main.py)")
-    train_interpolation: str = _f("bicubic", "resize interpolation for training crops (main.py)")
-    scale: tuple[float, float] = _f((0.08, 1.0), "RandomResizedCrop area range (timm default, as DeiT)", nargs=2)
-    mixup: float = _f(0.8, "Mixup alpha; 0 disables (main.py)")
-    cutmix: float = _f(1.0, "CutMix alpha; 0 disables (main.py)")
-    mixup_prob: float = _f(1.0, "probability of applying Mixup/CutMix to a batch (main.py)")
-    mixup_switch_prob: float = _f(0.5, "probability of CutMix instead of Mixup when both are on (main.py)")
-    smoothing: float = _f(0.1, "label smoothing (main.py)")
-    reprob: float = _f(0.25, "random erasing probability (main.py)")
-    repeated_aug: bool = _f(True, "repeated augmentation sampler, 3 views per image (main.py: on)")
-    eval_crop_pct: float = _f(224 / 256, "evaluation centre-crop fraction: resize to size/0.875 then crop (datasets.py)")
-    pretrained: str | None = _f(None, "initial weights: file, folder, hub id or 'true' for the published ones (fine-tuning)")
-    output: str = _f("runs/train", "output folder (metrics.jsonl, last.pt, best.safetensors, curves.png, config.json)")
-    resume: str | None = _f(None, "resume from this last.pt ('auto': OUTPUT/last.pt)")
-    seed: int = _f(0, "random seed (main.py)")
-    workers: int = _f(4, "data-loading worker processes per training process")
-    device: str = _f("auto", "cpu, cuda, cuda:N or auto")
-    amp: str = _f("auto", "autocast: bf16, fp16 (CUDA), none, or auto (fp16 on CUDA as the official runs, none on CPU)",
-                  choices=("auto", "none", "bf16", "fp16"))
-    ema: bool = _f(False, "keep an exponential moving average of the weights (off in the official run)")
-    ema_decay: float = _f(0.99996, "EMA decay (main.py's commented-out default)")
-    progress: bool = _f(True, "tqdm progress bars on a terminal")
+    data: str = option("", "dataset root holding train/<class>/* and val/<class>/* (ImageFolder layout)")
+    model: str = option("pvt_v2_b2", "variant to train (pvtv2.list_models())")
+    pretrained: str | None = option(None, "initial weights: file, folder, hub id or 'true' for the published ones (fine-tuning)")
+    output: str = option("runs/train", "output folder (metrics.jsonl, last.pt, best.safetensors, curves.png, config.json)")
+    img_size: int = option(224, "training crop and evaluation size in pixels (main.py --input-size)", min=MIN_INPUT_SIZE)
+    epochs: int = option(300, "epochs (main.py)", min=1)
+    batch_size: int = option(128, "images per process per step (main.py; the paper used 8 GPUs x 128)", min=1)
+    lr: float = option(5e-4, "base learning rate for a total batch of 512; the run uses lr * batch * processes / 512 (main.py)",
+                       min=0)
+    min_lr: float = option(1e-5, "cosine schedule floor (main.py)", min=0)
+    warmup_lr: float = option(1e-6, "learning rate at the start of warm-up (main.py)", min=0)
+    warmup_epochs: int = option(5, "linear warm-up epochs (main.py)", min=0)
+    sched_per_step: bool = option(False, "update the learning rate every step instead of every epoch (official: per epoch)")
+    weight_decay: float = option(0.05, "AdamW weight decay; biases and norms are exempt as in timm's create_optimizer (main.py)",
+                                 min=0)
+    opt_eps: float = option(1e-8, "AdamW epsilon (main.py)", min=0)
+    clip_grad: float | None = option(None, "max gradient norm; 0 disables (default: 1.0 for b3-b5, none otherwise; configs/pvt_v2)",
+                                     min=0)
+    drop_path: float | None = option(None, "stochastic depth rate (default: 0.1 for b0-b2_li, 0.3 for b3-b5; configs/pvt_v2)",
+                                     min=0, below=1)
+    aa: str = option("rand-m9-mstd0.5-inc1", "RandAugment policy for timm; 'none' disables (main.py)")
+    color_jitter: float = option(0.4, "colour jitter strength, used when --aa is none (main.py)", min=0)
+    train_interpolation: str = option("bicubic", "resize interpolation for training crops (main.py)")
+    scale: tuple[float, float] = option((0.08, 1.0), "RandomResizedCrop area range (timm default, as DeiT)", nargs=2,
+                                        min=0, max=1)
+    mixup: float = option(0.8, "Mixup alpha; 0 disables (main.py)", min=0)
+    cutmix: float = option(1.0, "CutMix alpha; 0 disables (main.py)", min=0)
+    mixup_prob: float = option(1.0, "probability of applying Mixup/CutMix to a batch (main.py)", min=0, max=1)
+    mixup_switch_prob: float = option(0.5, "probability of CutMix instead of Mixup when both are on (main.py)", min=0, max=1)
+    smoothing: float = option(0.1, "label smoothing (main.py)", min=0, below=1)
+    reprob: float = option(0.25, "random erasing probability (main.py)", min=0, max=1)
+    repeated_aug: bool = option(True, "repeated augmentation sampler, 3 views per image (main.py: on)")
+    eval_crop_pct: float = option(224 / 256, "evaluation centre-crop fraction: resize to size/0.875 then crop (datasets.py)",
+                                  min=0.05, max=1)
+    ema: bool = option(False, "keep an exponential moving average of the weights (off in the official run)")
+    ema_decay: float = option(0.99996, "EMA decay (main.py's commented-out default)", min=0, max=1)
 
     def resolved(self) -> "TrainConfig":
         """Fill the variant-dependent defaults."""
-        cfg = TrainConfig(**asdict(self))
+        cfg = replace(self)
         if cfg.drop_path is None:
             cfg.drop_path = DEFAULT_DROP_PATH.get(cfg.model, 0.1)
         if cfg.clip_grad is None:
@@ -72,10 +68,3 @@ class TrainConfig:
         if isinstance(cfg.scale, list):
             cfg.scale = tuple(cfg.scale)
         return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-def config_fields() -> list:
-    return list(fields(TrainConfig))

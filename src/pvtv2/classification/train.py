@@ -1,10 +1,10 @@
-"""``pvtv2 train``: the classification training driver (ConvNeXt/DeiT-style main)."""
+"""``pvtv2 train``: the classification training driver (ConvNeXt/DeiT-style main) and its
+epoch loop; the run folder, resume and checks are the shared ones of :mod:`pvtv2.engine`."""
 from __future__ import annotations
 
-import json
-
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from timm.data import Mixup
@@ -13,22 +13,74 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import save_file
-from ..errors import TrainingError
-from ..fileio import atomic_write
-from ..engine import (DistEnv, MetricsLog, TrainingStateError, init_distributed, load_training_state,
-                      restore_training_state, plot_curves, resolve_amp, save_training_state, seed_everything,
-                      seed_worker)
-from ..engine.distributed import cleanup_distributed
+from ..engine import (DistEnv, RunFolder, TrainingStateError, autocast, check_loss, launch, make_scaler,
+                      optimizer_step, progress, require_samples, resolve_amp, seed_everything, seed_worker)
 from ..engine.seeding import epoch_seed
+from ..errors import DataError
 from ..factory import create_model
-from ..model import VARIANTS
-from .data import (DataError, SkippingImageFolder, check_image_folders, collate_skipping, eval_transform,
-                   train_transform, warn_skipped)
-from .engine import NonFiniteLossError, evaluate, train_one_epoch
+from ..model import list_models
+from .data import (SkippingImageFolder, check_image_folders, collate_skipping, eval_transform, train_transform,
+                   warn_skipped)
+from .evaluate import evaluate
 from .recipe import TrainConfig
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    criterion: Callable,
+    *,
+    env: DistEnv,
+    epoch: int,
+    amp: str = "none",
+    scaler: torch.amp.GradScaler | None = None,
+    clip_grad: float = 0.0,
+    mixup_fn: Callable | None = None,
+    ema: Any = None,
+    on_step: Callable[[int], None] | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train for one pass over ``loader`` (batches of ``(images (B, 3, H, W), targets (B,),
+    skipped files)``); returns mean loss, image count (over processes), seconds, skipped files.
+    A NaN/inf loss raises :class:`~pvtv2.engine.NonFiniteLossError` before the update."""
+    model.train()
+    device = env.device
+    loss_sum, seen, skipped = 0.0, 0, []
+    start = time.perf_counter()
+    bar = progress(loader, desc=f"train {epoch}", enabled=show_progress and env.is_main)
+    for step, (images, targets, bad) in enumerate(bar):
+        if on_step is not None:
+            on_step(step)  # per-step learning-rate schedule
+        skipped += bad
+        if images is None:
+            continue
+        if mixup_fn is not None and len(images) % 2:  # Mixup pairs images up: needs an even batch
+            images, targets = images[:-1], targets[:-1]
+            if len(images) == 0:
+                continue
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        if mixup_fn is not None:
+            images, targets = mixup_fn(images, targets)
+        with autocast(device, amp):
+            loss = criterion(model(images), targets)
+        loss_value = check_loss(loss.item(), f"epoch {epoch}, step {step}")
+        optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=clip_grad)
+        if ema is not None:
+            ema.update(model)
+        loss_sum += loss_value * len(images)
+        seen += len(images)
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                        img_s=f"{seen * env.world_size / max(elapsed, 1e-9):.0f}")
+    seconds = time.perf_counter() - start
+    loss_sum, seen = env.all_reduce_sum([loss_sum, float(seen)])
+    return {"loss": loss_sum / max(seen, 1), "images": int(seen), "seconds": seconds, "skipped": skipped}
 
 
 def _loaders(cfg: TrainConfig, env: DistEnv, classes: list[str]):
@@ -55,30 +107,20 @@ def _loaders(cfg: TrainConfig, env: DistEnv, classes: list[str]):
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train a classifier; returns the final record and the output paths."""
-    env = init_distributed(cfg.device)
-    try:
-        return _train(cfg.resolved(), env)
-    finally:
-        cleanup_distributed()
+    return launch(cfg, _train, models=list_models())
 
 
-def _train(cfg: TrainConfig, env: DistEnv) -> dict[str, Any]:
-    if cfg.model not in VARIANTS:
-        raise ValueError(f"unknown model {cfg.model!r}; known models: {', '.join(VARIANTS)}")
+def _train(cfg: TrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     amp = resolve_amp(cfg.amp, env.device)
-    out = Path(cfg.output)
     classes = check_image_folders(cfg.data)
     seed_everything(cfg.seed)
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-
     model = create_model(cfg.model, num_classes=len(classes), drop_path_rate=cfg.drop_path,
-                         pretrained=(True if str(cfg.pretrained).lower() == "true" else cfg.pretrained) or None)
+                         pretrained=cfg.pretrained_weights)
     model.to(env.device)
     total_batch = cfg.batch_size * env.world_size
     lr = cfg.lr * total_batch / 512.0  # main.py: linear scaling rule
     optimizer = create_optimizer_v2(model, opt="adamw", lr=lr, weight_decay=cfg.weight_decay, eps=cfg.opt_eps)
-    scaler = torch.amp.GradScaler(env.device.type) if amp == "fp16" else None
+    scaler = make_scaler(amp, env.device)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
 
     mixup_fn = None
@@ -94,19 +136,16 @@ def _train(cfg: TrainConfig, env: DistEnv) -> dict[str, Any]:
 
     meta = {"task": "classify", "model": cfg.model, "classes": classes, "img_size": cfg.img_size}
     start_epoch, best_top1, history = 0, -1.0, []
-    if cfg.resume:
-        path = out / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
-        state = load_training_state(path, expect=meta)
-        restore_training_state(state, model, optimizer, scaler)
+    state = run.restore(meta, model, optimizer, scaler)
+    if state is not None:
         for group in optimizer.param_groups:  # the schedule follows this run's --lr (as timm's train.py)
             group["initial_lr"] = group["lr"] = lr
         if ema is not None:
             if not state.get("ema"):
-                raise TrainingStateError(f"--resume {path}: --ema is on but the checkpoint has no EMA weights")
+                raise TrainingStateError(f"--resume {run.kept[0]}: --ema is on but the checkpoint has no EMA weights")
             ema.load_state_dict(state["ema"])
         start_epoch, best_top1, history = state["epoch"] + 1, state["best_top1"], state["history"]
-        if env.is_main:
-            print(f"resumed from {path} at epoch {start_epoch}")
+        run.say(f"resumed from {run.kept[0]} at epoch {start_epoch}")
 
     ddp_model = env.wrap(model)
     train_loader, val_loader, sampler = _loaders(cfg, env, classes)
@@ -114,14 +153,10 @@ def _train(cfg: TrainConfig, env: DistEnv) -> dict[str, Any]:
     unit = len(train_loader) if cfg.sched_per_step else 1
     scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * unit, lr_min=cfg.min_lr, warmup_lr_init=cfg.warmup_lr,
                                   warmup_t=cfg.warmup_epochs * unit, cycle_limit=1, t_in_epochs=True)
-    log = MetricsLog(out / "metrics.jsonl", history)
-    if env.is_main:
-        log.flush()  # on resume, drop any line written after the checkpoint
-        atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(
-            {**cfg.to_dict(), "lr_scaled": lr, "world_size": env.world_size, "amp_resolved": amp,
-             "classes": classes}, indent=2)))
-        print(f"training {cfg.model} on {len(train_loader.dataset)} images, {len(classes)} classes, "
-              f"{env.world_size} process(es), lr {lr:.3g}, {cfg.epochs} epochs -> {out}")
+    run.begin({**cfg.to_dict(), "lr_scaled": lr, "world_size": env.world_size, "amp_resolved": amp, "classes": classes},
+              history)
+    run.say(f"training {cfg.model} on {len(train_loader.dataset)} images, {len(classes)} classes, "
+            f"{env.world_size} process(es), lr {lr:.3g}, {cfg.epochs} epochs -> {run.path}")
 
     record: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -130,18 +165,15 @@ def _train(cfg: TrainConfig, env: DistEnv) -> dict[str, Any]:
         sampler.set_epoch(epoch)
         scheduler.step(epoch * unit)
         on_step = (lambda step, e=epoch: scheduler.step(e * unit + step)) if cfg.sched_per_step else None
-        try:
+        with run.stopping_on_nonfinite_loss():
             stats = train_one_epoch(ddp_model, train_loader, optimizer, criterion, env=env, epoch=epoch, amp=amp,
                                     scaler=scaler, clip_grad=cfg.clip_grad, mixup_fn=mixup_fn, ema=ema,
                                     on_step=on_step, show_progress=cfg.progress)
-        except NonFiniteLossError as e:
-            kept = out / "last.pt"
-            raise TrainingError(f"{e}; training stopped. "
-                                + (f"The last good checkpoint is {kept} (epoch {start_epoch - 1 if epoch == start_epoch else epoch - 1}); "
-                                   if kept.exists() else "No checkpoint was written yet; ")
-                                + "try a lower --lr or --clip-grad 1.0") from None
+        require_samples(stats["images"], stats["skipped"], f"epoch {epoch}: training on {Path(cfg.data) / 'train'}")
         val = evaluate(model, val_loader, env=env, amp=amp, show_progress=cfg.progress)
-        warn_skipped(stats["skipped"] + val["skipped"], f"epoch {epoch}")
+        require_samples(val["images"], val["skipped"], f"epoch {epoch}: validation on {Path(cfg.data) / 'val'}")
+        if env.is_main:
+            warn_skipped(stats["skipped"] + val["skipped"], f"epoch {epoch}")
         record = {
             "epoch": epoch, "train_loss": round(stats["loss"], 6), "val_loss": round(val["loss"], 6),
             "val_top1": round(val["top1"], 4), "val_top5": round(val["top5"], 4),
@@ -152,51 +184,21 @@ def _train(cfg: TrainConfig, env: DistEnv) -> dict[str, Any]:
         if ema is not None:
             ev = evaluate(ema.module, val_loader, env=env, amp=amp, show_progress=False, desc="eval ema")
             record.update(ema_val_top1=round(ev["top1"], 4), ema_val_top5=round(ev["top5"], 4))
-        if env.is_main:
-            extra = {"input_size": cfg.img_size, "crop_pct": cfg.eval_crop_pct, "epoch": epoch, "val_top1": record["val_top1"]}
-            if record["val_top1"] > best_top1:
-                best_top1 = record["val_top1"]
-                save_file(model, out / "best.safetensors", class_names=classes, extra=extra)
-            log.append(record)
-            save_training_state(out / "last.pt", {
-                "meta": meta, "epoch": epoch, "best_top1": best_top1, "history": log.history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "ema": ema.state_dict() if ema is not None else None,
-                "config": cfg.to_dict(), "class_names": classes,
-            })
-            plot_curves(log.history, out / "curves.png")
-            print(f"epoch {epoch}: train_loss {record['train_loss']:.4f}  val_loss {record['val_loss']:.4f}  "
-                  f"top1 {record['val_top1']:.2f}%  top5 {record['val_top5']:.2f}%  lr {record['lr']:.2e}  "
-                  f"{record['images_per_second']:.1f} img/s", flush=True)
+        if record["val_top1"] > best_top1:
+            best_top1 = record["val_top1"]
+            extra = {"input_size": cfg.img_size, "crop_pct": cfg.eval_crop_pct, "epoch": epoch, "val_top1": best_top1}
+            run.save_best(lambda path: save_file(model, path, class_names=classes, extra=extra))
+        run.log(record)
+        run.save_last({
+            "meta": meta, "epoch": epoch, "best_top1": best_top1, "history": run.metrics.history,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
+            "config": cfg.to_dict(), "class_names": classes,
+        }, at=f"epoch {epoch}")
+        run.say(f"epoch {epoch}: train_loss {record['train_loss']:.4f}  val_loss {record['val_loss']:.4f}  "
+                f"top1 {record['val_top1']:.2f}%  top5 {record['val_top5']:.2f}%  lr {record['lr']:.2e}  "
+                f"{record['images_per_second']:.1f} img/s")
         env.barrier()
-    return {"output": str(out), "last": record, "best_top1": best_top1,
-            "best": str(out / "best.safetensors"), "metrics": str(out / "metrics.jsonl")}
-
-
-def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, model: str | None = None, img_size: int | None = None,
-                        batch_size: int = 64, workers: int = 2, device: str = "auto", amp: str = "none") -> dict[str, Any]:
-    """``pvtv2 eval``: accuracy of a checkpoint on ``data/val`` (or ``data`` itself if it holds class folders)."""
-    from .predict import load_classifier
-
-    env = DistEnv(device=init_distributed(device).device)
-    net, names, size, crop = load_classifier(checkpoint, model, device=str(env.device))
-    root = Path(data)
-    folder = root / "val" if (root / "val").is_dir() else root
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such data folder")
-    present = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    unknown = [c for c in present if c not in names]
-    if unknown:
-        raise DataError(f"{folder} has class folder(s) {unknown[:5]} that the checkpoint does not know "
-                        f"(its classes: {names[:10]}{'...' if len(names) > 10 else ''})")
-    dataset = SkippingImageFolder(folder, eval_transform(img_size or size, crop), classes=names)
-    if len(dataset) == 0:
-        raise DataError(f"{folder}: no images found")
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping)
-    res = evaluate(net, loader, env=env, amp=amp)
-    warn_skipped(res["skipped"], str(folder))
-    return {"top1": round(res["top1"], 4), "top5": round(res["top5"], 4), "loss": round(res["loss"], 6),
-            "images": res["images"], "skipped": len(res["skipped"])}
-
-
+    return {"output": str(run.path), "last": record, "best_top1": best_top1, "best": str(run.best),
+            "metrics": str(run.metrics.path)}

@@ -1,9 +1,9 @@
 """Object detection and instance segmentation: PVTv2 + FPN backbones for torchvision's
 RetinaNet, Faster R-CNN and Mask R-CNN, COCO data, training, COCO evaluation, prediction."""
 from .data import CocoDetection
-from .evaluate import coco_evaluate
+from .evaluate import coco_evaluate, evaluate_checkpoint
 from .model import KINDS, PVTv2FPN, create_backbone, create_detector, load_detector, save_detector
-from .predict import evaluate_checkpoint, predict
+from .predict import predict
 from .recipe import DetTrainConfig
 from .train import train
 

@@ -1,9 +1,12 @@
-"""Detections in COCO's result format and their evaluation with pycocotools' COCOeval."""
+"""``pvtv2 detect eval``: detections in COCO's result format, their evaluation with pycocotools'
+COCOeval, and the scores of a trained detector."""
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,8 +14,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..engine import DistEnv, autocast, progress
-from .data import CocoDetection, collate_detection, encode_mask
+from ..engine import DistEnv, autocast, init_distributed, progress, require_samples
+from ..errors import DataError
+from ..fileio import atomic_write
+from .data import CocoDetection, coco_paths, collate_detection, encode_mask
+from .model import load_detector
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -89,3 +95,25 @@ def coco_evaluate(coco_gt, results: list[dict[str, Any]], iou_types=("bbox",), *
         summary = "\n".join(line for line in buf.getvalue().splitlines() if line.startswith(" Average"))
         report[iou_type] = {"stats": {k: float(v) for k, v in zip(STAT_NAMES, np.asarray(ev.stats))}, "summary": summary}
     return report
+
+
+def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, split: str = "val", images: str | None = None,
+                        ann: str | None = None, device: str = "auto", batch_size: int = 2, amp: str = "none",
+                        results_file: str | Path | None = None, progress_bar: bool = True) -> dict[str, Any]:
+    """COCO box AP (and mask AP for Mask R-CNN) of a checkpoint; ``results_file`` keeps the
+    detections in COCO's result format."""
+    env = DistEnv(device=init_distributed(device).device)
+    model, info = load_detector(checkpoint, device=env.device)
+    img_dir, ann_file = coco_paths(data, split, images=images, ann=ann)
+    dataset = CocoDetection(img_dir, ann_file, masks=False)
+    dataset.warn()
+    if dataset.class_names != info["class_names"]:
+        raise DataError(f"{ann_file} has categories {dataset.class_names[:10]} but the checkpoint was trained on "
+                        f"{info['class_names'][:10]}")
+    results, skipped = predict_dataset(model, dataset, env=env, amp=amp, batch_size=batch_size, show_progress=progress_bar)
+    require_samples(len(dataset) - len(skipped), skipped, f"evaluating on {img_dir}")
+    if results_file:
+        atomic_write(results_file, lambda tmp: Path(tmp).write_text(json.dumps(results)))
+    iou_types = ("bbox", "segm") if info["kind"] == "maskrcnn" else ("bbox",)
+    report = coco_evaluate(dataset.coco, results, iou_types, image_ids=[r[0]["id"] for r in dataset.records])
+    return {**report, "images": len(dataset) - len(skipped), "skipped": len(skipped), "detections": len(results)}

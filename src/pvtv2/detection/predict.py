@@ -1,7 +1,6 @@
-"""``pvtv2 detect eval`` and ``pvtv2 detect predict`` on a trained detector."""
+"""``pvtv2 detect predict``: detections of a trained detector, as records and pictures."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterator
@@ -10,37 +9,13 @@ import torch
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ..checkpoint import atomic_write
-from ..classification.predict import image_paths, require_images
+from ..data.images import image_paths, palette, require_images
 from ..data.reading import IMAGE_ERRORS, open_rgb
-from ..engine import DistEnv, init_distributed, progress
-from ..fileio import prepare_output_folder
+from ..engine import progress
+from ..fileio import atomic_write, prepare_output_folder
 from ..model import MIN_INPUT_SIZE
-from ..segmentation.predict import palette
-from .data import CocoDetection, coco_paths, encode_mask
-from .evaluate import coco_evaluate, predict_dataset
+from .data import encode_mask
 from .model import load_detector
-
-
-def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, split: str = "val", images: str | None = None,
-                        ann: str | None = None, device: str = "auto", batch_size: int = 2, amp: str = "none",
-                        results_file: str | Path | None = None, progress_bar: bool = True) -> dict[str, Any]:
-    """COCO box AP (and mask AP for Mask R-CNN) of a checkpoint; ``results_file`` keeps the
-    detections in COCO's result format."""
-    env = DistEnv(device=init_distributed(device).device)
-    model, info = load_detector(checkpoint, device=env.device)
-    img_dir, ann_file = coco_paths(data, split, images=images, ann=ann)
-    dataset = CocoDetection(img_dir, ann_file, masks=False)
-    dataset.warn()
-    if dataset.class_names != info["class_names"]:
-        raise ValueError(f"{ann_file} has categories {dataset.class_names[:10]} but the checkpoint was trained on "
-                         f"{info['class_names'][:10]}")
-    results, skipped = predict_dataset(model, dataset, env=env, amp=amp, batch_size=batch_size, show_progress=progress_bar)
-    if results_file:
-        atomic_write(results_file, lambda tmp: Path(tmp).write_text(json.dumps(results)))
-    iou_types = ("bbox", "segm") if info["kind"] == "maskrcnn" else ("bbox",)
-    report = coco_evaluate(dataset.coco, results, iou_types, image_ids=[r[0]["id"] for r in dataset.records])
-    return {**report, "images": len(dataset) - len(skipped), "skipped": len(skipped), "detections": len(results)}
 
 
 def pad_for_detector(image: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:

@@ -9,62 +9,47 @@ the ratio, flip 0.5, 2 images per GPU on 8 GPUs: batch 16).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, replace
+
+from ..engine.config import RunConfig, option
+from ..model import MIN_INPUT_SIZE
 
 #: Learning rate per detector in the official configs.
 DEFAULT_LR = {"retinanet": 1e-4, "fasterrcnn": 2e-4, "maskrcnn": 2e-4}
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
-
-
 @dataclass
-class DetTrainConfig:
-    """``pvtv2 detect train`` options. ``None`` where the default depends on the detector."""
+class DetTrainConfig(RunConfig):
+    """``pvtv2 detect train`` options (the run options of :class:`~pvtv2.engine.RunConfig`,
+    then the recipe). ``None`` where the default depends on the detector."""
 
-    data: str = _f("", "COCO-layout root: annotations/instances_{train,val}2017.json and {train,val}2017/")
-    kind: str = _f("maskrcnn", "detector", choices=["retinanet", "fasterrcnn", "maskrcnn"])
-    model: str = _f("pvt_v2_b2", "backbone variant (pvtv2.list_models())")
-    train_images: str | None = _f(None, "training image folder (default DATA/train2017)")
-    train_ann: str | None = _f(None, "training instances JSON (default DATA/annotations/instances_train2017.json)")
-    val_images: str | None = _f(None, "validation image folder (default DATA/val2017)")
-    val_ann: str | None = _f(None, "validation instances JSON (default DATA/annotations/instances_val2017.json)")
-    pretrained: str | None = _f(None, "backbone weights: a file, folder, hub id, or 'true' for the ImageNet weights")
-    epochs: int = _f(12, "epochs (schedule_1x.py)")
-    steps: tuple[int, int] = _f((8, 11), "epochs after which the lr drops by --gamma (schedule_1x.py)", nargs="+")
-    gamma: float = _f(0.1, "lr factor at each step (schedule_1x.py)")
-    lr: float | None = _f(None, "AdamW learning rate (default 1e-4 RetinaNet, 2e-4 Faster/Mask R-CNN; the configs)")
-    weight_decay: float = _f(1e-4, "AdamW weight decay (the configs)")
-    warmup_iters: int = _f(500, "linear warm-up iterations (schedule_1x.py)")
-    warmup_ratio: float = _f(0.001, "lr factor at the start of warm-up (schedule_1x.py)")
-    batch_size: int = _f(16, "images per step over all processes (2 per GPU x 8 GPUs)")
-    min_size: int = _f(800, "resize the short side to this (coco_detection.py img_scale 1333x800)")
-    max_size: int = _f(1333, "... unless the long side would exceed this")
-    flip: float = _f(0.5, "horizontal flip probability (coco_detection.py)")
-    drop_path: float = _f(0.1, "backbone stochastic depth rate (detection/pvt_v2.py)")
-    clip_grad: float = _f(0.0, "max gradient norm; 0 disables (the configs: grad_clip=None)")
-    eval_interval: int = _f(1, "evaluate every N epochs (and after the last)")
-    amp: str = _f("auto", "autocast precision: auto (fp16 on CUDA, none on CPU), bf16, fp16, none",
-                  choices=["auto", "bf16", "fp16", "none"])
-    output: str = _f("runs/detect", "output folder")
-    resume: str | None = _f(None, "resume from a last.pt ('auto': OUTPUT/last.pt)")
-    seed: int = _f(0, "random seed")
-    workers: int = _f(4, "data loading processes per training process")
-    device: str = _f("auto", "auto, cpu, cuda, cuda:N")
-    progress: bool = _f(True, "progress bar on a terminal")
+    data: str = option("", "COCO-layout root: annotations/instances_{train,val}2017.json and {train,val}2017/")
+    model: str = option("pvt_v2_b2", "backbone variant (pvtv2.list_models())")
+    pretrained: str | None = option(None, "backbone weights: a file, folder, hub id, or 'true' for the ImageNet weights")
+    output: str = option("runs/detect", "output folder")
+    kind: str = option("maskrcnn", "detector", choices=["retinanet", "fasterrcnn", "maskrcnn"])
+    train_images: str | None = option(None, "training image folder (default DATA/train2017)")
+    train_ann: str | None = option(None, "training instances JSON (default DATA/annotations/instances_train2017.json)")
+    val_images: str | None = option(None, "validation image folder (default DATA/val2017)")
+    val_ann: str | None = option(None, "validation instances JSON (default DATA/annotations/instances_val2017.json)")
+    epochs: int = option(12, "epochs (schedule_1x.py)", min=1)
+    steps: tuple[int, int] = option((8, 11), "epochs after which the lr drops by --gamma (schedule_1x.py)", nargs="+", min=0)
+    gamma: float = option(0.1, "lr factor at each step (schedule_1x.py)", min=0)
+    lr: float | None = option(None, "AdamW learning rate (default 1e-4 RetinaNet, 2e-4 Faster/Mask R-CNN; the configs)", min=0)
+    weight_decay: float = option(1e-4, "AdamW weight decay (the configs)", min=0)
+    warmup_iters: int = option(500, "linear warm-up iterations (schedule_1x.py)", min=0)
+    warmup_ratio: float = option(0.001, "lr factor at the start of warm-up (schedule_1x.py)", min=0, max=1)
+    batch_size: int = option(16, "images per step over all processes (2 per GPU x 8 GPUs)", min=1)
+    min_size: int = option(800, "resize the short side to this (coco_detection.py img_scale 1333x800)", min=MIN_INPUT_SIZE)
+    max_size: int = option(1333, "... unless the long side would exceed this", min=MIN_INPUT_SIZE)
+    flip: float = option(0.5, "horizontal flip probability (coco_detection.py)", min=0, max=1)
+    drop_path: float = option(0.1, "backbone stochastic depth rate (detection/pvt_v2.py)", min=0, below=1)
+    clip_grad: float = option(0.0, "max gradient norm; 0 disables (the configs: grad_clip=None)", min=0)
+    eval_interval: int = option(1, "evaluate every N epochs (and after the last)", min=1)
 
     def resolved(self) -> "DetTrainConfig":
-        out = DetTrainConfig(**asdict(self))
+        out = replace(self)
         if out.lr is None:
-            out.lr = DEFAULT_LR[out.kind]
+            out.lr = DEFAULT_LR.get(out.kind)  # an unknown kind is refused by validate()
         out.steps = tuple(out.steps)
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def config_fields():
-    return fields(DetTrainConfig)

@@ -2,23 +2,17 @@
 warm-up by iteration, step decay by epoch), COCO evaluation after epochs."""
 from __future__ import annotations
 
-import json
-import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..errors import DataError, TrainingError
-from ..fileio import atomic_write
-from ..engine import (DistEnv, MetricsLog, autocast, init_distributed, load_training_state, restore_training_state,
-                      optimizer_step, plot_curves, progress, resolve_amp, save_training_state, seed_everything,
-                      seed_worker)
-from ..engine.distributed import cleanup_distributed
+from ..engine import (DistEnv, RunFolder, autocast, check_loss, launch, make_scaler, optimizer_step, progress,
+                      require_samples, resolve_amp, seed_everything, seed_worker)
 from ..engine.seeding import epoch_seed
-from ..model import VARIANTS
+from ..errors import DataError
+from ..model import list_models
 from .data import CocoDetection, coco_paths, collate_detection
 from .evaluate import coco_evaluate, predict_dataset
 from .model import create_detector, save_detector
@@ -33,12 +27,16 @@ def step_lr(cfg: DetTrainConfig, epoch: int, it: int) -> float:
     return lr
 
 
+def iou_types(kind: str) -> tuple[str, ...]:
+    """What COCO evaluation scores for a detector: boxes, and masks for Mask R-CNN."""
+    return ("bbox", "segm") if kind == "maskrcnn" else ("bbox",)
+
+
 def train(cfg: DetTrainConfig) -> dict[str, Any]:
-    env = init_distributed(cfg.device)
-    try:
-        return _train(cfg.resolved(), env)
-    finally:
-        cleanup_distributed()
+    """Train a detector; returns the last record, the best box AP and the output paths."""
+    return launch(cfg, _train, models=list_models(),
+                  curves=dict(loss_keys=("train_loss",), score_label="COCO AP",
+                              score_keys=tuple(f"{t}_{m}" for t in iou_types(cfg.kind) for m in ("AP", "AP50"))))
 
 
 def _datasets(cfg: DetTrainConfig) -> tuple[CocoDetection, CocoDetection]:
@@ -53,36 +51,27 @@ def _datasets(cfg: DetTrainConfig) -> tuple[CocoDetection, CocoDetection]:
     return train_set, val_set
 
 
-def _train(cfg: DetTrainConfig, env: DistEnv) -> dict[str, Any]:
-    if cfg.model not in VARIANTS:
-        raise ValueError(f"unknown model {cfg.model!r}; known models: {', '.join(VARIANTS)}")
-    if cfg.batch_size % env.world_size:
-        raise ValueError(f"--batch-size {cfg.batch_size} is the total over {env.world_size} processes: it must divide evenly")
+def _train(cfg: DetTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
+    per_proc = env.split_batch(cfg.batch_size)
     amp = resolve_amp(cfg.amp, env.device)
-    out = Path(cfg.output)
     train_set, val_set = _datasets(cfg)
     if env.is_main:
         train_set.warn()
         val_set.warn()
-    per_proc = cfg.batch_size // env.world_size
     seed_everything(cfg.seed)
-    pretrained = True if str(cfg.pretrained).lower() == "true" else cfg.pretrained
-    model = create_detector(cfg.kind, cfg.model, len(train_set.class_names), pretrained_backbone=pretrained,
+    model = create_detector(cfg.kind, cfg.model, len(train_set.class_names), pretrained_backbone=cfg.pretrained_weights,
                             drop_path_rate=cfg.drop_path, min_size=cfg.min_size, max_size=cfg.max_size)
     model.to(env.device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(env.device.type) if amp == "fp16" else None
+    scaler = make_scaler(amp, env.device)
 
     meta = {"task": "detect", "kind": cfg.kind, "model": cfg.model, "classes": train_set.class_names}
     start_epoch, best, history = 0, -1.0, []
-    if cfg.resume:
-        path = out / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
-        state = load_training_state(path, expect=meta)
-        restore_training_state(state, model, optimizer, scaler)
+    state = run.restore(meta, model, optimizer, scaler)
+    if state is not None:
         start_epoch, best, history = state["epoch"] + 1, state["best_ap"], state["history"]
-        if env.is_main:
-            print(f"resumed from {path} at epoch {start_epoch}")
+        run.say(f"resumed from {run.kept[0]} at epoch {start_epoch}")
 
     ddp_model = env.wrap(model)
     sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed)
@@ -90,16 +79,11 @@ def _train(cfg: DetTrainConfig, env: DistEnv) -> dict[str, Any]:
                         collate_fn=collate_detection, worker_init_fn=seed_worker, pin_memory=env.device.type == "cuda")
     if len(loader) == 0:
         raise DataError(f"{len(train_set)} training images give no full batch of {cfg.batch_size}; lower --batch-size")
-    log = MetricsLog(out / "metrics.jsonl", history)
-    iou_types = ("bbox", "segm") if cfg.kind == "maskrcnn" else ("bbox",)
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        log.flush()
-        atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(
-            {**cfg.to_dict(), "classes": train_set.class_names, "world_size": env.world_size, "amp_resolved": amp},
-            indent=2)))
-        print(f"training {cfg.kind} + {cfg.model} on {len(train_set)} images, {len(train_set.class_names)} classes, "
-              f"{env.world_size} process(es), lr {cfg.lr:.3g}, {cfg.epochs} epochs -> {out}", flush=True)
+    scored = iou_types(cfg.kind)
+    run.begin({**cfg.to_dict(), "classes": train_set.class_names, "world_size": env.world_size, "amp_resolved": amp},
+              history)
+    run.say(f"training {cfg.kind} + {cfg.model} on {len(train_set)} images, {len(train_set.class_names)} classes, "
+            f"{env.world_size} process(es), lr {cfg.lr:.3g}, {cfg.epochs} epochs -> {run.path}")
 
     record: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -123,12 +107,8 @@ def _train(cfg: DetTrainConfig, env: DistEnv) -> dict[str, Any]:
             with autocast(env.device, amp):
                 losses = ddp_model(images, targets)
             loss = sum(v.float() for v in losses.values())
-            value = loss.item()
-            if not math.isfinite(value):
-                kept = out / "last.pt"
-                raise TrainingError(f"loss is {value} at epoch {epoch}, step {step}; training stopped. "
-                                    + (f"The last good checkpoint is {kept}; " if kept.exists() else "")
-                                    + "try a lower --lr or --clip-grad 10")
+            with run.stopping_on_nonfinite_loss():
+                value = check_loss(loss.item(), f"epoch {epoch}, step {step}")
             optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=cfg.clip_grad)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
@@ -138,6 +118,7 @@ def _train(cfg: DetTrainConfig, env: DistEnv) -> dict[str, Any]:
             bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
         seconds = time.perf_counter() - tick
         totals = env.all_reduce_sum([sums.get(k, 0.0) for k in sorted(sums)] + [steps])
+        require_samples(totals[-1], skipped, f"epoch {epoch}: training")
         means = {k: totals[i] / max(totals[-1], 1) for i, k in enumerate(sorted(sums))}
         record = {"epoch": epoch, "train_loss": round(means.get("loss", float("nan")), 6),
                   **{f"loss_{k}" if not k.startswith("loss") else k: round(v, 6) for k, v in means.items() if k != "loss"},
@@ -146,28 +127,26 @@ def _train(cfg: DetTrainConfig, env: DistEnv) -> dict[str, Any]:
         if (epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs:
             results, val_skipped = predict_dataset(model, val_set, env=env, amp=amp, batch_size=max(1, per_proc),
                                                    show_progress=cfg.progress)
+            require_samples(len(val_set) - len(val_skipped), val_skipped, "validation")
             if env.is_main:
-                report = coco_evaluate(val_set.coco, results, iou_types, image_ids=[r[0]["id"] for r in val_set.records])
-                for t in iou_types:
+                report = coco_evaluate(val_set.coco, results, scored, image_ids=[r[0]["id"] for r in val_set.records])
+                for t in scored:
                     record.update({f"{t}_AP": round(report[t]["stats"]["AP"], 5), f"{t}_AP50": round(report[t]["stats"]["AP50"], 5),
                                    f"{t}_AP75": round(report[t]["stats"]["AP75"], 5)})
             record["skipped_images"] = len(skipped) + len(val_skipped)
-        if env.is_main:
-            if record.get("bbox_AP", -1.0) > best:
-                best = record["bbox_AP"]
-                save_detector(model, out / "best.safetensors", class_names=train_set.class_names,
-                              extra={"cat_ids": train_set.cat_ids, "epoch": epoch, "bbox_AP": best})
-            log.append(record)
-            save_training_state(out / "last.pt", {
-                "meta": meta, "epoch": epoch, "best_ap": best, "history": log.history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict(),
-            })
-            plot_curves(log.history, out / "curves.png", loss_keys=("train_loss",),
-                        score_keys=tuple(f"{t}_{m}" for t in iou_types for m in ("AP", "AP50")), score_label="COCO AP")
-            scores = "  ".join(f"{k} {record[k]:.3f}" for k in record if k.endswith(("_AP", "_AP50")))
-            print(f"epoch {epoch}: train_loss {record['train_loss']:.4f}  {scores}  lr {record['lr']:.2e}  "
-                  f"{record['images_per_second']:.1f} img/s", flush=True)
+        if record.get("bbox_AP", -1.0) > best:
+            best = record["bbox_AP"]
+            extra = {"cat_ids": train_set.cat_ids, "epoch": epoch, "bbox_AP": best}
+            run.save_best(lambda path: save_detector(model, path, class_names=train_set.class_names, extra=extra))
+        run.log(record)
+        run.save_last({
+            "meta": meta, "epoch": epoch, "best_ap": best, "history": run.metrics.history,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict(),
+        }, at=f"epoch {epoch}")
+        scores = "  ".join(f"{k} {record[k]:.3f}" for k in record if k.endswith(("_AP", "_AP50")))
+        run.say(f"epoch {epoch}: train_loss {record['train_loss']:.4f}  {scores}  lr {record['lr']:.2e}  "
+                f"{record['images_per_second']:.1f} img/s")
         env.barrier()
-    return {"output": str(out), "last": record, "best_ap": best, "best": str(out / "best.safetensors"),
-            "metrics": str(out / "metrics.jsonl")}
+    return {"output": str(run.path), "last": record, "best_ap": best, "best": str(run.best),
+            "metrics": str(run.metrics.path)}

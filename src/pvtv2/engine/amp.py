@@ -7,17 +7,24 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 def resolve_amp(amp: str, device: torch.device) -> str:
     """``--amp`` for this device: ``auto`` -> fp16 on CUDA, none on the CPU; impossible choices
-    raise a ``ValueError`` that says what to use instead."""
+    raise a :class:`~pvtv2.errors.ConfigError` that says what to use instead."""
     if amp == "auto":
         return "fp16" if device.type == "cuda" else "none"
     if amp == "fp16" and device.type != "cuda":
-        raise ValueError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16 (or none)")
+        raise ConfigError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16 (or none)")
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
+        raise ConfigError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
     return amp
+
+
+def make_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """The loss scaler fp16 training needs (``None`` for bf16 and fp32, which do not underflow)."""
+    return torch.amp.GradScaler(device.type) if amp == "fp16" else None
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:

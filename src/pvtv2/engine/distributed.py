@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from ..errors import ConfigError
+
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -42,14 +48,46 @@ class DistEnv:
         if self.distributed:
             dist.barrier()
 
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every process (picklable; identity in a single process)."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def split_batch(self, total: int) -> int:
+        """The per-process share of a ``--batch-size`` given over all processes."""
+        if total % self.world_size:
+            raise ConfigError(f"--batch-size {total} is the total over {self.world_size} processes: "
+                              f"it must divide evenly")
+        return total // self.world_size
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch, or a plain launch: the process that prints and writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_device_name(name: str) -> str:
+    """``name`` if it is a device we run on (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``)."""
+    if not _DEVICE.fullmatch(str(name)):
+        raise ConfigError(f"--device {name}: expected cpu, cuda, cuda:N, mps or auto")
+    return name
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; anything else is checked."""
-    if name == "auto":
+    if check_device_name(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: MPS is not available on this machine; use --device cpu")
     return device
 
 

@@ -1,7 +1,8 @@
 """Semantic segmentation: Semantic FPN on a PVTv2 backbone, data, training, evaluation."""
 from .metrics import IGNORE_INDEX, summarize, update_confusion
 from .model import SemanticFPN, create_segmenter, load_segmenter, save_segmenter
-from .predict import evaluate_checkpoint, predict
+from .evaluate import evaluate_checkpoint
+from .predict import predict
 from .recipe import SegTrainConfig
 from .train import train
 

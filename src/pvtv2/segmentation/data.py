@@ -16,7 +16,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 from torchvision.transforms import ColorJitter
 
-from ..classification.data import IMG_EXTENSIONS
+from ..data.images import IMG_EXTENSIONS
 from ..data.reading import IMAGE_ERRORS, open_rgb
 from ..errors import DataError
 from .metrics import IGNORE_INDEX

@@ -1,4 +1,4 @@
-"""``pvtv2 segment eval`` and ``pvtv2 segment predict`` on a trained segmenter."""
+"""``pvtv2 segment predict``: whole-image or sliding-window inference, colour masks and overlays."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,76 +8,39 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
-from ..checkpoint import atomic_write
-from ..classification.predict import image_paths, require_images
+from ..data.images import image_paths, palette, require_images
 from ..data.reading import IMAGE_ERRORS, open_rgb
-from ..engine import DistEnv, autocast, init_distributed, progress
-from ..errors import DataError
-from ..fileio import prepare_output_folder
-from .data import EvalTransform, SegmentationDataset, ade_pairs, find_pairs, warn_problems
-from .engine import evaluate, infer_logits
-from .metrics import summarize
+from ..engine import progress
+from ..fileio import atomic_write, prepare_output_folder
+from .data import EvalTransform, sliding_windows
 from .model import load_segmenter
 
 
-def palette(n: int) -> np.ndarray:
-    """``(n, 3)`` uint8 colours: black background, then well-separated hues (fixed, so masks of
-    different runs are comparable)."""
-    golden = 0.618033988749895
-    colours = [(0, 0, 0)]
-    for i in range(1, n):
-        h, s, v = (i * golden) % 1.0, 0.65 + 0.35 * ((i // 7) % 2), 0.95 - 0.25 * ((i // 3) % 2)
-        k = int(h * 6)
-        f = h * 6 - k
-        p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-        rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][k % 6]
-        colours.append(tuple(int(255 * c) for c in rgb))
-    return np.array(colours, dtype=np.uint8)
+@torch.no_grad()
+def infer_logits(model: nn.Module, image: torch.Tensor, *, mode: str = "whole", crop: int = 512,
+                 stride: int | None = None) -> torch.Tensor:
+    """Logits ``(B, C, H, W)`` for a normalised batch ``(B, 3, H, W)``.
 
-
-def _dataset(data: str | Path, split: str, n_cls: int, scale, reduce_zero_label: bool,
-             max_image_pixels: int | None = None) -> SegmentationDataset:
-    root = Path(data)
-    if (root / "images").is_dir() and (root / "masks").is_dir():
-        pairs, problems = find_pairs(root / "images", root / "masks")  # one folder of image/mask pairs
-    else:
-        pairs, problems = ade_pairs(root, split)  # ADE20K layout or {train,val}/{images,masks}
-    warn_problems(problems, str(root))
-    # warn=False: evaluate_checkpoint warns once with the count of the pairs skipped.
-    return SegmentationDataset(pairs, EvalTransform(tuple(scale)), n_cls, reduce_zero_label=reduce_zero_label,
-                               max_image_pixels=max_image_pixels, warn=False)
-
-
-def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, split: str = "val", mode: str = "whole",
-                        scale: tuple[int, int] | None = None, crop: int | None = None,
-                        reduce_zero_label: bool | None = None, device: str = "auto", amp: str = "none",
-                        progress_bar: bool = True, max_image_pixels: int | None = None) -> dict[str, Any]:
-    """mIoU, mAcc, aAcc (percent) and per-class IoU of a segmentation checkpoint. Pairs that
-    cannot be used (see :class:`SegmentationDataset`) are skipped, counted and warned about."""
-    env = DistEnv(device=init_distributed(device).device)
-    model, info = load_segmenter(checkpoint, device=env.device)
-    names = info["class_names"]
-    scale = tuple(scale or info.get("scale") or (2048, 512))
-    crop = crop or info.get("crop") or 512
-    rzl = info.get("reduce_zero_label", False) if reduce_zero_label is None else reduce_zero_label
-    dataset = _dataset(data, split, len(names), scale, rzl, max_image_pixels)
-    res = evaluate(model, dataset, len(names), env=env, amp=amp, mode=mode, crop=crop, show_progress=progress_bar)
-    if res["skipped"]:
-        warn_problems(res["skipped"], str(data))
-    if res["confusion"].sum() == 0:
-        raise DataError(f"{data}: no usable labelled pixels to evaluate ({res['skipped_count']} pair(s) skipped)")
-    scores = summarize(res["confusion"], names)
-    return {"mIoU": round(scores["mIoU"], 4), "mAcc": round(scores["mAcc"], 4), "aAcc": round(scores["aAcc"], 4),
-            "per_class": {k: (round(v, 4) if v is not None else None) for k, v in scores["per_class"].items()},
-            "images": len(dataset) - res["skipped_count"], "skipped": res["skipped_count"], "mode": mode}
-
-
-def format_table(result: dict[str, Any]) -> str:
-    rows = [f"{'class':20s} {'IoU':>8s}"]
-    rows += [f"{name[:20]:20s} {('%.2f' % v) if v is not None else '-':>8s}" for name, v in result["per_class"].items()]
-    rows.append(f"{'mIoU':20s} {result['mIoU']:8.2f}\n{'mAcc':20s} {result['mAcc']:8.2f}\n{'aAcc':20s} {result['aAcc']:8.2f}")
-    return "\n".join(rows)
+    ``slide`` runs ``crop x crop`` windows every ``stride`` pixels (default two thirds of the
+    crop, as MMSegmentation's ADE20K configs: 512/341) and averages the overlaps.
+    """
+    if mode == "whole":
+        return model(image).float()
+    if mode != "slide":
+        raise ValueError(f"inference mode must be 'whole' or 'slide', got {mode!r}")
+    b, _, h, w = image.shape
+    stride = stride or max(1, crop * 2 // 3)
+    logits = count = None
+    for top, left, bottom, right in sliding_windows(h, w, crop, stride):
+        out = model(image[:, :, top:bottom, left:right]).float()
+        if logits is None:
+            logits = image.new_zeros((b, out.shape[1], h, w), dtype=torch.float32)
+            count = image.new_zeros((1, 1, h, w), dtype=torch.float32)
+        logits[:, :, top:bottom, left:right] += out
+        count[:, :, top:bottom, left:right] += 1
+    return logits / count
 
 
 def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, mode: str = "whole",
@@ -105,8 +68,7 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
             yield {"path": str(path), "error": f"unreadable image: {e}"}
             continue
         x, _ = transform(image, np.zeros((image.height, image.width), dtype=np.uint8))
-        with autocast(device_t, "none"):
-            logits = infer_logits(model, x[None].to(device_t), mode=mode, crop=crop)
+        logits = infer_logits(model, x[None].to(device_t), mode=mode, crop=crop)
         logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
         labels = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
         mask = Image.fromarray(labels, mode="P")

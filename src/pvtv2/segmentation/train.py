@@ -3,7 +3,6 @@ schedule: poly learning rate by iteration, evaluation every ``eval_interval`` it
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,16 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
-from ..errors import DataError, TrainingError
-from ..fileio import atomic_write
-from ..engine import (DistEnv, MetricsLog, TrainingStateError, autocast, init_distributed, load_training_state,
-                      restore_training_state, optimizer_step, plot_curves, progress, resolve_amp, save_training_state,
-                      seed_everything)
-from ..engine.distributed import cleanup_distributed
+from ..engine import (DistEnv, RunFolder, TrainingStateError, autocast, check_loss, launch, make_scaler,
+                      optimizer_step, progress, require_samples, resolve_amp, seed_everything)
 from ..engine.seeding import derive_seed
-from ..model import VARIANTS
+from ..errors import DataError
+from ..model import list_models
 from .data import EvalTransform, SegmentationDataset, TrainTransform, ade_pairs, collate_pairs, warn_problems
-from .engine import evaluate
+from .evaluate import evaluate
 from .metrics import IGNORE_INDEX, summarize
 from .model import create_segmenter, save_segmenter
 from .recipe import SegTrainConfig
@@ -60,14 +56,19 @@ def resolve_classes(data: str | Path, num_classes: int | None) -> list[str]:
     names = None
     for meta in (root / "classes.json", root / "synth.json"):
         if meta.is_file():
-            obj = json.loads(meta.read_text())
-            names = obj if isinstance(obj, list) else obj.get("classes")
+            try:
+                obj = json.loads(meta.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise DataError(f"{meta}: not a readable JSON file ({e})") from None
+            names = obj if isinstance(obj, list) else obj.get("classes") if isinstance(obj, dict) else None
             if names:
                 break
     if num_classes is None:
         if not names:
             raise DataError(f"{root}: how many classes? pass --num-classes (ADE20K: 150 with --reduce-zero-label) "
                             f"or put a JSON list of class names in {root / 'classes.json'}")
+        if len(names) < 2:
+            raise DataError(f"{root} names {len(names)} class; segmentation needs at least 2 (e.g. background and one more)")
         return [str(n) for n in names]
     if names and len(names) != num_classes:
         raise DataError(f"--num-classes {num_classes} but {root} names {len(names)} classes")
@@ -83,36 +84,20 @@ def poly_lr(cfg: SegTrainConfig, it: int) -> float:
 
 
 def train(cfg: SegTrainConfig) -> dict[str, Any]:
-    env = init_distributed(cfg.device)
-    try:
-        return _train(cfg, env)
-    finally:
-        cleanup_distributed()
+    """Train Semantic FPN; returns the last record, the best mIoU and the output paths."""
+    return launch(cfg, _train, models=list_models(),
+                  curves=dict(loss_keys=("train_loss",), score_keys=("mIoU", "mAcc"), score_label="score (%)", x_key="iter"))
 
 
-def _check(cfg: SegTrainConfig, env: DistEnv) -> None:
-    if cfg.model not in VARIANTS:
-        raise ValueError(f"unknown model {cfg.model!r}; known models: {', '.join(VARIANTS)}")
-    if cfg.iters < 1:
-        raise ValueError(f"--iters must be at least 1, got {cfg.iters}")
-    if cfg.batch_size % env.world_size:
-        raise ValueError(f"--batch-size {cfg.batch_size} is the total over {env.world_size} processes: "
-                         f"it must divide evenly")
-    if cfg.crop < 32:
-        raise ValueError(f"--crop must be at least 32 pixels (the model's minimum input), got {cfg.crop}")
-
-
-def _train(cfg: SegTrainConfig, env: DistEnv) -> dict[str, Any]:
-    _check(cfg, env)
+def _train(cfg: SegTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
+    per_proc = env.split_batch(cfg.batch_size)
     amp = resolve_amp(cfg.amp, env.device)
-    out = Path(cfg.output)
     train_pairs, problems = ade_pairs(cfg.data, "train")
     val_pairs, val_problems = ade_pairs(cfg.data, "val")
     classes = resolve_classes(cfg.data, cfg.num_classes)
     n_cls = len(classes)
     if env.is_main:
         warn_problems(problems + val_problems, cfg.data)
-    per_proc = cfg.batch_size // env.world_size
     steps_per_pass = PassBatches.steps(len(train_pairs), per_proc, env.world_size)
     if steps_per_pass == 0:
         raise DataError(f"{cfg.data}: {len(train_pairs)} training pairs give no full batch of {cfg.batch_size}; "
@@ -123,46 +108,35 @@ def _train(cfg: SegTrainConfig, env: DistEnv) -> dict[str, Any]:
     val_set = SegmentationDataset(val_pairs, EvalTransform(tuple(cfg.scale)), n_cls, reduce_zero_label=cfg.reduce_zero_label)
 
     seed_everything(cfg.seed)
-    pretrained = True if str(cfg.pretrained).lower() == "true" else cfg.pretrained
-    model = create_segmenter(cfg.model, n_cls, pretrained_backbone=pretrained, drop_path_rate=cfg.drop_path)
+    model = create_segmenter(cfg.model, n_cls, pretrained_backbone=cfg.pretrained_weights, drop_path_rate=cfg.drop_path)
     model.class_names = classes
     if env.distributed and env.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # official: SyncBN in the heads
     model.to(env.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(env.device.type) if amp == "fp16" else None
+    scaler = make_scaler(amp, env.device)
 
     meta = {"task": "segment", "model": cfg.model, "classes": classes, "reduce_zero_label": cfg.reduce_zero_label}
     start, best, history, window = 0, -1.0, [], {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0, "skipped": 0}
-    if cfg.resume:
-        path = out / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
-        state = load_training_state(path, expect=meta)
+    state = run.restore(meta, model, optimizer, scaler)
+    if state is not None:
         if state.get("iters") != cfg.iters:
-            raise TrainingStateError(f"--resume {path}: the run was planned for {state.get('iters')} iterations, "
+            raise TrainingStateError(f"--resume {run.kept[0]}: the run was planned for {state.get('iters')} iterations, "
                                      f"now --iters {cfg.iters}; the poly schedule would differ")
-        restore_training_state(state, model, optimizer, scaler)
         start, best, history, window = state["iter"], state["best_miou"], state["history"], state["window"]
-        if env.is_main:
-            print(f"resumed from {path} at iteration {start}")
+        run.say(f"resumed from {run.kept[0]} at iteration {start}")
 
     ddp_model = env.wrap(model)
-    log = MetricsLog(out / "metrics.jsonl", history)
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        log.flush()  # on resume, drop any line written after the checkpoint
-        atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(
-            {**cfg.to_dict(), "classes": classes, "world_size": env.world_size, "amp_resolved": amp}, indent=2)))
-        print(f"training Semantic FPN + {cfg.model} on {len(train_pairs)} images, {n_cls} classes, "
-              f"{env.world_size} process(es), {cfg.iters} iterations of {cfg.batch_size} -> {out}", flush=True)
+    run.begin({**cfg.to_dict(), "classes": classes, "world_size": env.world_size, "amp_resolved": amp}, history)
+    run.say(f"training Semantic FPN + {cfg.model} on {len(train_pairs)} images, {n_cls} classes, "
+            f"{env.world_size} process(es), {cfg.iters} iterations of {cfg.batch_size} -> {run.path}")
 
-    def save_state(it: int) -> None:
-        save_training_state(out / "last.pt", {
-            "meta": meta, "iter": it, "iters": cfg.iters, "best_miou": best, "history": log.history, "window": window,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict(),
-        })
+    def state_at(it: int) -> dict[str, Any]:
+        return {"meta": meta, "iter": it, "iters": cfg.iters, "best_miou": best, "history": run.metrics.history,
+                "window": window, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict()}
 
-    it = start
+    it, bad = start, []  # bad: this evaluation window's unusable samples, for the warning
     bar = progress(range(start, cfg.iters), desc="train", total=cfg.iters - start, enabled=cfg.progress and env.is_main)
     tick = time.perf_counter()
     while it < cfg.iters:
@@ -171,24 +145,23 @@ def _train(cfg: SegTrainConfig, env: DistEnv) -> dict[str, Any]:
                               rank=env.rank, world=env.world_size)
         loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate_pairs,
                             pin_memory=env.device.type == "cuda")
-        for images, labels, bad in loader:
+        for images, labels, errors in loader:
             seed_everything(derive_seed(cfg.seed, 2, it, env.rank))  # dropout / drop path of this iteration
             lr = poly_lr(cfg, it)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            window["skipped"] += len(bad)
+            window["skipped"] += len(errors)
+            bad += errors
             if images is not None:
                 images = images.to(env.device, non_blocking=True)
                 labels = labels.to(env.device, non_blocking=True)
                 with autocast(env.device, amp):
                     logits = ddp_model(images)
-                loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
-                value = loss.item()
-                if not math.isfinite(value):
-                    kept = out / "last.pt"
-                    raise TrainingError(f"loss is {value} at iteration {it}; training stopped. "
-                                        + (f"The last good checkpoint is {kept}; " if kept.exists() else "")
-                                        + "try a lower --lr or --clip-grad 1.0")
+                # Mean over the labelled pixels; a crop that is all "ignore" gives 0, not 0/0.
+                labelled = (labels != IGNORE_INDEX).sum().clamp(min=1)
+                loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum") / labelled
+                with run.stopping_on_nonfinite_loss():
+                    value = check_loss(loss.item(), f"iteration {it}")
                 optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=cfg.clip_grad)
                 window["loss_sum"] += value
                 window["steps"] += 1
@@ -201,8 +174,13 @@ def _train(cfg: SegTrainConfig, env: DistEnv) -> dict[str, Any]:
             tick = now
             evaluate_now = it % cfg.eval_interval == 0 or it == cfg.iters
             if evaluate_now:
+                first = it - (it - 1) % cfg.eval_interval
+                require_samples(env.all_reduce_sum([window["steps"]])[0], bad, f"iterations {first}-{it}: training")
+                if env.is_main:
+                    warn_problems(bad, f"training iterations {first}-{it}")
                 res = evaluate(model, val_set, n_cls, env=env, amp=amp, mode=cfg.eval_mode, crop=cfg.crop,
                                show_progress=cfg.progress)
+                require_samples(res["confusion"].sum().item(), res["skipped"], f"validation on {cfg.data}")
                 scores = summarize(res["confusion"], classes)
                 steps = max(window["steps"], 1)
                 record = {"iter": it, "train_loss": round(window["loss_sum"] / steps, 6), "lr": lr,
@@ -210,26 +188,24 @@ def _train(cfg: SegTrainConfig, env: DistEnv) -> dict[str, Any]:
                           "aAcc": round(scores["aAcc"], 4), "seconds": round(window["seconds"], 3),
                           "images_per_second": round(window["images"] / max(window["seconds"], 1e-9), 2),
                           "skipped_images": window["skipped"] + res["skipped_count"]}
-                window = {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0, "skipped": 0}
+                window, bad = {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0, "skipped": 0}, []
+                if record["mIoU"] > best:
+                    best = record["mIoU"]
+                    extra = {"iter": it, "mIoU": best, "scale": list(cfg.scale), "crop": cfg.crop,
+                             "reduce_zero_label": cfg.reduce_zero_label}
+                    run.save_best(lambda path: save_segmenter(model, path, class_names=classes, extra=extra))
+                run.log(record)
                 if env.is_main:
-                    if record["mIoU"] > best:
-                        best = record["mIoU"]
-                        save_segmenter(model, out / "best.safetensors", class_names=classes,
-                                       extra={"iter": it, "mIoU": best, "scale": list(cfg.scale), "crop": cfg.crop,
-                                              "reduce_zero_label": cfg.reduce_zero_label})
-                    log.append(record)
-                    plot_curves(log.history, out / "curves.png", loss_keys=("train_loss",), score_keys=("mIoU", "mAcc"),
-                                score_label="score (%)", x_key="iter")
                     bar.write(f"iter {it}: train_loss {record['train_loss']:.4f}  mIoU {record['mIoU']:.2f}  "
                               f"mAcc {record['mAcc']:.2f}  aAcc {record['aAcc']:.2f}  lr {lr:.2e}  "
                               f"{record['images_per_second']:.1f} img/s")
                 tick = time.perf_counter()  # evaluation time is not training time
-            if env.is_main and (evaluate_now or it % cfg.checkpoint_interval == 0):
-                save_state(it)
+            if evaluate_now or it % cfg.checkpoint_interval == 0:
+                run.save_last(state_at(it), at=f"iteration {it}")
             if it >= cfg.iters:
                 break
         env.barrier()
     bar.close()
-    last = log.history[-1] if log.history else {}
-    return {"output": str(out), "last": last, "best_miou": best, "best": str(out / "best.safetensors"),
-            "metrics": str(out / "metrics.jsonl")}
+    last = run.metrics.history[-1] if run.metrics.history else {}
+    return {"output": str(run.path), "last": last, "best_miou": best, "best": str(run.best),
+            "metrics": str(run.metrics.path)}

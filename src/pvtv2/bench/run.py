@@ -1,0 +1,88 @@
+"""What ``pvtv2 bench`` and ``pvtv2 flops`` run: the speed comparisons against timm, the
+scaling study, and the FLOPs table, each printed as it goes. The CLI only parses flags into
+these calls."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..fileio import atomic_write
+
+
+def flops_rows(names: Sequence[str], img_size: int = 224, width: int | None = None) -> list[dict[str, Any]]:
+    """Parameters and multiply-adds of each variant at ``img_size`` (x ``width``), with the
+    paper's number at 224 pixels."""
+    from ..factory import create_model
+    from .flops import PAPER_GFLOPS, count_flops
+
+    rows = []
+    for name in names:
+        r = count_flops(create_model(name), (img_size, width or img_size))
+        rows.append({"model": name, "img_size": img_size, "params_m": round(r["params"] / 1e6, 2),
+                     "gflops": round(r["flops"] / 1e9, 3),
+                     "paper_gflops": PAPER_GFLOPS.get(name) if img_size == 224 and width in (None, 224) else None,
+                     "by_kind": r["by_kind"]})
+    return rows
+
+
+def format_flops(rows: list[dict[str, Any]]) -> str:
+    """The rows of :func:`flops_rows` as a table."""
+    size = rows[0]["img_size"] if rows else 224
+    lines = [f"{'model':14s} {'params (M)':>10s} {'GFLOPs':>8s} {'paper':>6s}   (multiply-adds, mmcv convention, at {size}px)"]
+    lines += [f"{r['model']:14s} {r['params_m']:10.2f} {r['gflops']:8.2f} {r['paper_gflops'] or '':>6}" for r in rows]
+    return "\n".join(lines)
+
+
+def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, batch_size: int = 8, img_size: int = 224,
+                  device: str = "cpu", dtype: str = "fp32", channels_last: bool = False, compile: bool = False,
+                  compare: bool = True, peer_eager_fp32: bool = False, agreement: bool = False, repeats: int = 10,
+                  warmup: int = 3, threads: int = 0, json_path: str | Path | None = None,
+                  log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+    """Throughput, latency and memory of every (model, mode), ours against timm's with the same
+    weights (``compare``); the peer runs plain eager fp32 with ``peer_eager_fp32``, else in our
+    setting. ``agreement`` adds the top-1 agreement with fp32 on real photographs (inference).
+    Each result is logged as it comes; ``json_path`` also gets them all, after the machine's
+    description."""
+    from .speed import Case, Setting, dumps, format_result, machine_info, run_case, top1_agreement
+
+    if threads:
+        torch.set_num_threads(threads)
+    ours = Setting(dtype, channels_last, compile)
+    peer = Setting() if peer_eager_fp32 else Setting(dtype, channels_last, compile)
+    results = []
+    for name in models:
+        for mode in modes:
+            case = Case(model=name, batch_size=batch_size, img_size=img_size, mode=mode, device=device,
+                        ours=ours, peer=peer, repeats=repeats, warmup=warmup)
+            r = run_case(case, compare=compare)
+            line = format_result(r)
+            if agreement and mode == "infer":
+                r["top1_agreement_vs_fp32"] = top1_agreement(name, ours, img_size=img_size, device=device)
+                line += f" | top-1 agreement {r['top1_agreement_vs_fp32']:.1%}"
+            results.append(r)
+            log(line)
+    if json_path:
+        text = dumps([{"machine": machine_info(device)}] + results)
+        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+        log(f"wrote {json_path}")
+    return results
+
+
+def scaling_study(out: str | Path, *, budget_gmacs: float = 400.0, device: str = "cpu", repeats: int = 3,
+                  reference: bool = False, threads: int = 0, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """The complexity study of :mod:`pvtv2.bench.scaling`, with its fitted exponents logged."""
+    from .scaling import run_study
+
+    if threads:
+        torch.set_num_threads(threads)
+    log(f"scaling study on {device} -> {out}")
+    summary = run_study(out, budget_gmacs=budget_gmacs, device=device, repeats=repeats, reference=reference, log=log)
+    for kind, e in summary["exponents"].items():
+        t, m = e["time"], e["memory"]
+        if t is None:
+            log(f"  {kind:16s}: too few points")
+        else:
+            log(f"  {kind:16s} fitted exponent: time ~ pixels^{t:.2f}" + (f"  memory ~ pixels^{m:.2f}" if m is not None else ""))
+    return summary
