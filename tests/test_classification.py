@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import pvtv2
 from pvtv2.classification import TrainConfig, TrainingError, evaluate_checkpoint, predict, train
+from pvtv2.checkpoint import save_file
 from pvtv2.classification.data import DataError
 from pvtv2.data import make_classification_dataset
 from pvtv2.engine import TrainingStateError
@@ -131,6 +132,7 @@ def test_torchrun_two_processes(tmp_path, tiny):
                          env=ENV, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "2 process(es)" in res.stdout
+    assert res.stdout.count("done: best val top-1") == 1 and res.stdout.count("epoch 1:") == 1  # rank 0 alone speaks
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1]  # rank 0 alone wrote, once per epoch
     assert {"train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_seconds", "images_per_second"} <= set(lines[0])
@@ -181,6 +183,23 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, tiny):
     assert all(r["skipped_images"] >= 1 for r in lines)
 
 
+def test_runs_on_nothing_readable_are_errors(tmp_path, tiny):
+    data = tmp_path / "d"
+    shutil.copytree(tiny, data)
+    for p in (data / "train").rglob("*.png"):
+        p.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"epoch 0: training on .*train: no usable sample \(\d+ file\(s\) skipped; first: "):
+        train(TrainConfig(data=str(data), output=str(tmp_path / "o"), epochs=2, **FAST))
+    assert not (tmp_path / "o" / "best.safetensors").exists()
+    # eval on a folder whose images are all unreadable: an error, not top-1 0.0
+    for p in (data / "val").rglob("*.png"):
+        p.write_bytes(b"not an image")
+    model = pvtv2.create_model("pvt_v2_b0", num_classes=3)
+    save_file(model, tmp_path / "m.safetensors", class_names=["circle", "square", "triangle"])
+    with pytest.raises(DataError, match=r"evaluating on .*val: no usable sample \(12 file\(s\) skipped"):
+        evaluate_checkpoint(data, tmp_path / "m.safetensors", device="cpu", workers=0)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny):
     out = tmp_path / "o"
     train(TrainConfig(data=str(tiny), output=str(out), epochs=1, **FAST))
@@ -188,6 +207,22 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny):
     with pytest.raises(TrainingError, match=r"loss is (nan|inf).*last good checkpoint is .*last.pt \(epoch 0\)"):
         train(TrainConfig(data=str(tiny), output=str(out), epochs=3, resume="auto", **{**FAST, "lr": 1e39}))
     assert (out / "last.pt").read_bytes() == before
+
+
+def test_a_finished_run_is_not_overwritten_unless_asked(tmp_path, tiny, capsys):
+    from pvtv2.cli import main
+
+    out = tmp_path / "o"
+    train(TrainConfig(data=str(tiny), output=str(out), epochs=1, **FAST))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["train", *cli_args({**FAST, "data": str(tiny), "epochs": 1, "output": str(out)})]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # best, metrics, last.pt untouched
+    train(TrainConfig(data=str(tiny), output=str(out), epochs=1, overwrite=True, **{**FAST, "seed": 1}))
+    assert (out / "last.pt").read_bytes() != before["last.pt"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 def test_incompatible_resume(tmp_path, tiny):

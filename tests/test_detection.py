@@ -87,8 +87,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from pvtv2.classification.data import DataError
 from pvtv2.data import make_detection_dataset
+from pvtv2.errors import DataError
 from pvtv2.detection import CocoDetection, coco_evaluate, load_detector
 from pvtv2.detection.data import load_coco
 
@@ -367,6 +367,19 @@ def test_training_errors(coco_shapes, tmp_path):
         CocoDetection(coco_shapes / "train2017", _write(tmp_path, empty), train=True)
 
 
+def test_training_on_unreadable_images_is_an_error(coco_shapes, tmp_path):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(coco_shapes, data)
+    for p in (data / "train2017").iterdir():
+        p.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"epoch 0: training: no usable sample \(12 file\(s\) skipped; first: "):
+        train(DetTrainConfig(data=str(data), output=str(tmp_path / "o"), epochs=1,
+                             **{**FAST, "min_size": 96, "max_size": 96, "workers": 0}))
+    assert not (tmp_path / "o" / "best.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_nan_loss_and_incompatible_resume(coco_shapes, tmp_path):
     out = tmp_path / "o"
@@ -376,7 +389,7 @@ def test_nan_loss_and_incompatible_resume(coco_shapes, tmp_path):
     before = hash_training_state(out / "last.pt")
     with pytest.raises(TrainingStateError, match="kind is 'retinanet' in the checkpoint but 'fasterrcnn' now"):
         train(DetTrainConfig(epochs=2, resume="auto", **{**base, "kind": "fasterrcnn"}))
-    from pvtv2.classification import TrainingError
+    from pvtv2.errors import TrainingError
     with pytest.raises(TrainingError, match="loss is (nan|inf).*last good checkpoint"):
         train(DetTrainConfig(epochs=2, **{**base, "lr": 1e30, "warmup_iters": 0, "clip_grad": 0.0}))
     assert hash_training_state(out / "last.pt") == before

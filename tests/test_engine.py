@@ -61,3 +61,150 @@ def test_epoch_seeds_are_reproducible_and_distinct():
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     seed_everything(5)
     assert a == (random.random(), np.random.rand(), torch.rand(1).item())
+
+
+# -- the run folder: another run's files, the lock, stale temporaries, failed saves -------
+import resource  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from pvtv2.engine import RunFolder, check_range  # noqa: E402
+from pvtv2.errors import ConfigError, DataError, TrainingError  # noqa: E402
+
+
+def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 0}\n')
+    (out / "best.safetensors").write_bytes(b"the best model")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"already holds a run \(metrics.jsonl, best.safetensors\); continue it with "
+                                          r"--resume, start it over with --overwrite .* or choose another --output"):
+        RunFolder(out).open()
+    assert (out / "best.safetensors").read_bytes() == b"the best model"
+    with RunFolder(out, resume="auto"):  # continuing the run keeps its files
+        assert (out / "metrics.jsonl").exists()
+    with RunFolder(out, overwrite=True):  # starting over deletes the run's files, not the user's
+        assert sorted(p.name for p in out.iterdir()) == [".pvtv2.lock", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # the lock file goes with the run
+    with RunFolder(tmp_path / "new"):
+        pass
+    assert not (tmp_path / "new").exists()  # a run that wrote nothing leaves no folder behind
+
+
+def test_second_writer_is_refused_and_the_lock_is_released(tmp_path):
+    with RunFolder(tmp_path / "run"):
+        assert (tmp_path / "run" / ".pvtv2.lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(ConfigError, match=rf"in use by another training run \(pid {os.getpid()}\)"):
+            RunFolder(tmp_path / "run").open()
+    with RunFolder(tmp_path / "run"):  # released on close
+        pass
+
+
+def test_lock_of_a_killed_run_is_free_even_while_its_workers_live(tmp_path):
+    # A trainer (forked here, to skip a fresh interpreter's start-up) with a forked child of its
+    # own, as DataLoader workers are, that outlives it.
+    read, write = os.pipe()
+    trainer = os.fork()
+    if trainer == 0:
+        try:
+            RunFolder(tmp_path / "run").open()
+            worker = os.fork()
+            if worker == 0:
+                time.sleep(60)
+                os._exit(0)
+            os.write(write, f"{worker}\n".encode())
+            time.sleep(60)
+        finally:
+            os._exit(1)
+    worker = int(os.read(read, 64).decode())
+    try:
+        with pytest.raises(ConfigError, match=rf"pid {trainer}"):
+            RunFolder(tmp_path / "run").open()
+        os.kill(trainer, signal.SIGKILL)
+        os.waitpid(trainer, 0)
+        assert (tmp_path / "run" / ".pvtv2.lock").read_text().strip() == str(trainer)  # a stale lock file
+        with RunFolder(tmp_path / "run"):
+            pass
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
+def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = [out / ".last.pt.k3j_9x2a.tmp", out / ".best.safetensors.0a1b2c3d.tmp"]
+    for p in stale:
+        p.write_bytes(b"\0" * 1000)
+    kept = [out / ".notes.tmp", out / "last.pt.backup.tmp", out / "data.tmp"]  # not the pattern of atomic_write
+    for p in kept:
+        p.write_text("mine")
+    with RunFolder(out):
+        assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+def _limit_file_size(nbytes: int):
+    """Writes past ``nbytes`` fail in this process (EFBIG) as they would on a full disk."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_failed_save_names_the_intact_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    big = {"model": {"w": torch.zeros(2**19)}}  # 2 MiB
+    with RunFolder(tmp_path / "run") as run:
+        run.save_last({"meta": {}, **big}, at="epoch 3")
+        before = run.last.read_bytes()
+        restore = _limit_file_size(2**20)
+        try:
+            with pytest.raises(TrainingError, match=r"could not write .*last.pt .*training stopped. The last good "
+                                                    r"checkpoint is .*last.pt \(epoch 3\); continue from it with --resume"):
+                run.save_last({"meta": {}, **big}, at="epoch 4")
+            with pytest.raises(TrainingError, match=r"could not write .*best.safetensors \(.*File too large.*\).*"
+                                                    r"last.pt \(epoch 3\)"):
+                run.save_best(lambda path: save_file(big["model"], path))
+        finally:
+            restore()
+        assert run.last.read_bytes() == before
+        assert sorted(p.name for p in run.path.iterdir()) == [".pvtv2.lock", "last.pt"]  # no temporaries left
+
+
+def test_run_config_ranges():
+    assert check_range("--epochs", 3, min=1) == 3
+    with pytest.raises(ConfigError, match=r"^--drop-path 1.0: must be in \[0, 1\)$"):
+        check_range("--drop-path", 1.0, min=0, below=1)
+    with pytest.raises(ConfigError, match=r"^--scale 0.5 2.0: must be in \[0, 1\]$"):
+        check_range("--scale", (0.5, 2.0), min=0, max=1)
+    with pytest.raises(ConfigError, match="must be at least 0"):
+        check_range("--lr", float("nan"), min=0)
+
+
+def _trainer(task):
+    if task == "classify":
+        from pvtv2.classification import TrainConfig, train
+    elif task == "segment":
+        from pvtv2.segmentation import SegTrainConfig as TrainConfig, train
+    else:
+        from pvtv2.detection import DetTrainConfig as TrainConfig, train
+    return TrainConfig, train
+
+
+@pytest.mark.parametrize("task", ["classify", "segment", "detect"])
+def test_trainers_lock_their_folder_and_refuse_another_run(tmp_path, task):
+    TrainConfig, train = _trainer(task)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".last.pt.abcd_123.tmp").write_bytes(b"\0" * 100)  # from a save killed midway
+    cfg = TrainConfig(data=str(tmp_path / "nodata"), output=str(out), model="pvt_v2_b0", device="cpu", workers=0)
+    with RunFolder(out):  # another run writing there
+        with pytest.raises(ConfigError, match=rf"in use by another training run \(pid {os.getpid()}\)"):
+            train(cfg)
+    with pytest.raises(DataError):  # free again: the run gets as far as reading the (missing) data
+        train(cfg)
+    assert sorted(p.name for p in out.iterdir()) == []  # the stale temporary is gone
+    (out / "last.pt").write_bytes(b"a previous run's state")
+    with pytest.raises(ConfigError, match="already holds a run .*last.pt.*--resume.*--overwrite"):
+        train(cfg)
+    assert (out / "last.pt").read_bytes() == b"a previous run's state"

@@ -13,10 +13,9 @@ from PIL import Image
 
 import pvtv2
 from pvtv2.checkpoint import CheckpointError
-from pvtv2.classification import TrainingError
-from pvtv2.classification.data import DataError
 from pvtv2.data import make_segmentation_dataset
 from pvtv2.engine import TrainingStateError
+from pvtv2.errors import DataError, TrainingError
 from pvtv2.segmentation import (SegTrainConfig, create_segmenter, evaluate_checkpoint, load_segmenter, predict,
                                 save_segmenter, summarize, train, update_confusion)
 from pvtv2.segmentation.data import SegmentationDataset, TrainTransform, ade_pairs, sliding_windows
@@ -325,6 +324,26 @@ def test_training_errors(tiny, tmp_path):
         train(SegTrainConfig(data=str(tiny), **{**base, "model": "pvt_v3"}))
     with pytest.raises(DataError, match="no full batch"):
         train(SegTrainConfig(data=str(tiny), **{**base, "batch_size": 64}))
+
+
+def test_training_on_unusable_masks_is_an_error(tiny, tmp_path):
+    import shutil
+
+    base = {**FAST, "output": str(tmp_path / "o"), "iters": 2, "eval_interval": 2, "batch_size": 4}
+    data = tmp_path / "d"
+    shutil.copytree(tiny, data)
+    masks = sorted((data / "annotations" / "training").iterdir())
+    for m in masks:  # every mask the wrong size: every pair is skipped
+        Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(m)
+    with pytest.warns(UserWarning, match="unusable image/mask pair"):
+        with pytest.raises(DataError, match=r"iterations 1-2: training: no usable labelled pixel \(\d+ file\(s\) "
+                                            r"skipped; first: .*mask is 10x10 but the image is 48x48"):
+            train(SegTrainConfig(data=str(data), **base))
+    for m in masks:  # every pixel "ignore": nothing to learn from (and no 0/0 loss)
+        Image.fromarray(np.full((48, 48), 255, dtype=np.uint8)).save(m)
+    with pytest.raises(DataError, match=r"iterations 1-2: training: no usable labelled pixel \(0 file"):
+        train(SegTrainConfig(data=str(data), **base))
+    assert not (tmp_path / "o" / "best.safetensors").exists()
 
 
 @pytest.mark.slow

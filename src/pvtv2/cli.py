@@ -29,17 +29,19 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, config_cls, *, require
         parser.add_argument(flag, **kwargs)
 
 
-def _add_train_flags(parser: argparse.ArgumentParser, config_cls) -> None:
-    """A training command's flags: one per recipe field (``--data`` required; the ranges are
-    checked by the recipe itself), and ``--resume [PATH]`` (bare: OUTPUT/last.pt)."""
+def _train_command(sub, name: str, help: str, config_cls, func) -> None:
+    """A training command: one flag per recipe field (``--data`` required; the recipe checks the
+    ranges itself), and ``--resume [PATH]`` (bare: OUTPUT/last.pt)."""
+    parser = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     resume = next(f for f in fields(config_cls) if f.name == "resume")
     _add_dataclass_flags(parser, config_cls, required=("data",), skip=("resume",))
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help=resume.metadata["help"] + "; a bare --resume means OUTPUT/last.pt")
+    parser.set_defaults(func=func)
 
 
 def _config_from_args(config_cls, args):
-    """The recipe dataclass filled from the flags that :func:`_add_train_flags` added."""
+    """The recipe dataclass filled from the flags that :func:`_train_command` added."""
     return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
 
 
@@ -78,7 +80,7 @@ def _variant(flag, value):
     from .model import list_models
 
     if value not in list_models():
-        raise ConfigError(f"{flag} {value}: unknown variant; known: {', '.join(list_models())}")
+        raise ConfigError(f"{flag} {value}: unknown model; known models: {', '.join(list_models())}")
     return value
 
 
@@ -335,10 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pvtv2", description="Pyramid Vision Transformer v2: models, training, tools")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train an image classifier (official PVTv2 ImageNet recipe by default)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_train_flags(p, TrainConfig)
-    p.set_defaults(func=cmd_train)
+    _train_command(sub, "train", "train an image classifier (official PVTv2 ImageNet recipe by default)",
+                   TrainConfig, cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a classifier checkpoint on an ImageFolder; prints JSON")
     p.add_argument("--data", required=True, help="folder with val/<class>/* (or the class folders themselves)")
@@ -385,10 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="object detection / instance segmentation: train, eval, predict")
     dsub2 = p.add_subparsers(dest="detect_command", required=True)
-    s = dsub2.add_parser("train", help="train RetinaNet / Faster R-CNN / Mask R-CNN (official 1x recipe by default)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_train_flags(s, DetTrainConfig)
-    s.set_defaults(func=cmd_detect_train)
+    _train_command(dsub2, "train", "train RetinaNet / Faster R-CNN / Mask R-CNN (official 1x recipe by default)",
+                   DetTrainConfig, cmd_detect_train)
     s = dsub2.add_parser("eval", help="COCO box AP (and mask AP) of a checkpoint: the 12-number summary + JSON")
     s.add_argument("--data", required=True, help="COCO-layout root")
     s.add_argument("--checkpoint", required=True, help="a detection run's best.safetensors")
@@ -410,10 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="semantic segmentation with Semantic FPN: train, eval, predict")
     ssub = p.add_subparsers(dest="segment_command", required=True)
-    s = ssub.add_parser("train", help="train Semantic FPN (official ADE20K 40k recipe by default)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_train_flags(s, SegTrainConfig)
-    s.set_defaults(func=cmd_segment_train)
+    _train_command(ssub, "train", "train Semantic FPN (official ADE20K 40k recipe by default)", SegTrainConfig,
+                   cmd_segment_train)
     s = ssub.add_parser("eval", help="mIoU / mAcc / aAcc / per-class IoU of a checkpoint (table + JSON)")
     s.add_argument("--data", required=True, help="ADE20K-style root (images/, annotations/) or images/ + masks/ folder")
     s.add_argument("--checkpoint", required=True, help="a segmentation run's best.safetensors")

@@ -22,21 +22,23 @@ DEMO_RECIPE = dict(
 )
 
 
-def _continue(run: Path) -> dict:
-    """An interrupted demo continues where it stopped; one that never saved starts over."""
-    return {"resume": "auto"} if (run / "last.pt").exists() else {"overwrite": True}
+def _prepare(out: Path, what: str, make) -> tuple[Path, Path, dict]:
+    """``(data folder, run folder, run options)``: the dataset is generated with ``make(folder)``
+    unless there; an interrupted demo continues where it stopped, one that never saved starts over."""
+    data, run = out / "data", out / "train"
+    if not (data / "synth.json").exists():
+        print(f"[1/4] generating {what} in {data}", flush=True)
+        make(data)
+    else:
+        print(f"[1/4] using {what} in {data}", flush=True)
+    options = {"resume": "auto"} if (run / "last.pt").exists() else {"overwrite": True}
+    return data, run, dict(data=str(data), output=str(run), **options)
 
 
 def run_demo(out: Path, *, epochs: int | None = None) -> dict:
     start = time.perf_counter()
-    data = out / "data"
-    if not (data / "synth.json").exists():
-        print(f"[1/4] generating the synthetic shapes dataset in {data}", flush=True)
-        make_classification_dataset(data)
-    else:
-        print(f"[1/4] using the synthetic dataset in {data}", flush=True)
-    run = out / "train"
-    recipe = dict(DEMO_RECIPE, data=str(data), output=str(run), **_continue(run))
+    data, run, options = _prepare(out, "the synthetic shapes dataset", make_classification_dataset)
+    recipe = dict(DEMO_RECIPE, **options)
     if epochs:
         recipe["epochs"] = epochs
     print(f"[2/4] training {recipe['model']} for {recipe['epochs']} epochs on the CPU", flush=True)
@@ -72,15 +74,11 @@ def run_segment_demo(out: Path) -> dict:
     """Synthetic shapes with per-pixel labels -> Semantic FPN + b0 -> eval -> colour masks."""
     from .data import make_segmentation_dataset
     from .segmentation import SegTrainConfig, evaluate_checkpoint, predict, train
-    from .segmentation.predict import format_table
+    from .segmentation.evaluate import format_table
 
     start = time.perf_counter()
-    data = out / "data"
-    if not (data / "synth.json").exists():
-        print(f"[1/4] generating the synthetic segmentation set in {data}", flush=True)
-        make_segmentation_dataset(data)
-    run = out / "train"
-    recipe = dict(SEGMENT_RECIPE, data=str(data), output=str(run), **_continue(run))
+    data, run, options = _prepare(out, "the synthetic segmentation set", make_segmentation_dataset)
+    recipe = dict(SEGMENT_RECIPE, **options)
     print(f"[2/4] training Semantic FPN + {recipe['model']} for {recipe['iters']} iterations on the CPU", flush=True)
     train(SegTrainConfig(**recipe))
     best = run / "best.safetensors"
@@ -103,12 +101,9 @@ def run_detect_demo(out: Path) -> dict:
     from .detection import DetTrainConfig, evaluate_checkpoint, predict, train
 
     start = time.perf_counter()
-    data = out / "data"
-    if not (data / "synth.json").exists():
-        print(f"[1/4] generating the synthetic COCO-format set in {data}", flush=True)
-        make_detection_dataset(data, train_images=120, val_images=30)
-    run = out / "train"
-    recipe = dict(DETECT_RECIPE, data=str(data), output=str(run), **_continue(run))
+    data, run, options = _prepare(out, "the synthetic COCO-format set",
+                                  lambda folder: make_detection_dataset(folder, train_images=120, val_images=30))
+    recipe = dict(DETECT_RECIPE, **options)
     print(f"[2/4] training {recipe['kind']} + {recipe['model']} for {recipe['epochs']} epochs on the CPU", flush=True)
     train(DetTrainConfig(**recipe))
     best = run / "best.safetensors"

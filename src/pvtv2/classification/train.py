@@ -17,9 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import save_file
-from ..engine import (DistEnv, RunFolder, TrainingStateError, autocast, check_loss, launch, make_scaler,
-                      optimizer_step, progress, require_samples, resolve_amp, seed_everything, seed_worker)
-from ..engine.seeding import epoch_seed
+from ..engine import (DistEnv, RunFolder, TrainingStateError, autocast, begin_epoch, check_loss, launch,
+                      make_scaler, optimizer_step, progress, require_samples, resolve_amp, seed_everything, seed_worker)
 from ..errors import DataError
 from ..factory import create_model
 from ..model import list_models
@@ -153,16 +152,12 @@ def _train(cfg: TrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     unit = len(train_loader) if cfg.sched_per_step else 1
     scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * unit, lr_min=cfg.min_lr, warmup_lr_init=cfg.warmup_lr,
                                   warmup_t=cfg.warmup_epochs * unit, cycle_limit=1, t_in_epochs=True)
-    run.begin({**cfg.to_dict(), "lr_scaled": lr, "world_size": env.world_size, "amp_resolved": amp, "classes": classes},
-              history)
-    run.say(f"training {cfg.model} on {len(train_loader.dataset)} images, {len(classes)} classes, "
-            f"{env.world_size} process(es), lr {lr:.3g}, {cfg.epochs} epochs -> {run.path}")
+    run.begin({**cfg.to_dict(), "lr_scaled": lr}, history, amp=amp, classes=classes, what=cfg.model,
+              images=len(train_loader.dataset), plan=f"lr {lr:.3g}, {cfg.epochs} epochs")
 
     record: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, cfg.epochs):
-        # Everything random in an epoch follows from (seed, epoch, rank): a resumed run repeats it.
-        seed_everything(epoch_seed(cfg.seed, epoch, env.rank))
-        sampler.set_epoch(epoch)
+        begin_epoch(cfg.seed, epoch, env.rank, sampler)
         scheduler.step(epoch * unit)
         on_step = (lambda step, e=epoch: scheduler.step(e * unit + step)) if cfg.sched_per_step else None
         with run.stopping_on_nonfinite_loss():

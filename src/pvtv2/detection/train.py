@@ -8,9 +8,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..engine import (DistEnv, RunFolder, autocast, check_loss, launch, make_scaler, optimizer_step, progress,
-                      require_samples, resolve_amp, seed_everything, seed_worker)
-from ..engine.seeding import epoch_seed
+from ..engine import (DistEnv, RunFolder, autocast, begin_epoch, check_loss, launch, make_scaler, optimizer_step,
+                      progress, require_samples, resolve_amp, seed_everything, seed_worker)
 from ..errors import DataError
 from ..model import list_models
 from .data import CocoDetection, coco_paths, collate_detection
@@ -80,15 +79,12 @@ def _train(cfg: DetTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     if len(loader) == 0:
         raise DataError(f"{len(train_set)} training images give no full batch of {cfg.batch_size}; lower --batch-size")
     scored = iou_types(cfg.kind)
-    run.begin({**cfg.to_dict(), "classes": train_set.class_names, "world_size": env.world_size, "amp_resolved": amp},
-              history)
-    run.say(f"training {cfg.kind} + {cfg.model} on {len(train_set)} images, {len(train_set.class_names)} classes, "
-            f"{env.world_size} process(es), lr {cfg.lr:.3g}, {cfg.epochs} epochs -> {run.path}")
+    run.begin(cfg.to_dict(), history, amp=amp, classes=train_set.class_names, what=f"{cfg.kind} + {cfg.model}",
+              images=len(train_set), plan=f"lr {cfg.lr:.3g}, {cfg.epochs} epochs")
 
     record: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, cfg.epochs):
-        seed_everything(epoch_seed(cfg.seed, epoch, env.rank))
-        sampler.set_epoch(epoch)
+        begin_epoch(cfg.seed, epoch, env.rank, sampler)
         ddp_model.train()
         sums: dict[str, float] = {}
         steps, images_seen, skipped = 0, 0, []

@@ -7,7 +7,7 @@ from .config import RunConfig, check_range, option
 from .distributed import DistEnv, check_device_name, init_distributed, is_main_process
 from .metrics import MetricsLog, plot_curves, progress
 from .run import NonFiniteLossError, RunFolder, check_loss, launch, require_samples
-from .seeding import seed_everything, seed_worker
+from .seeding import begin_epoch, seed_everything, seed_worker
 
 __all__ = [
     "DistEnv",
@@ -17,6 +17,7 @@ __all__ = [
     "RunFolder",
     "TrainingStateError",
     "autocast",
+    "begin_epoch",
     "check_device_name",
     "check_loss",
     "check_range",

@@ -83,7 +83,7 @@ class RunConfig:
         :func:`option` declares."""
         models = list(models)
         if self.model not in models:
-            raise ConfigError(f"--model {self.model}: unknown variant; known: {', '.join(models)}")
+            raise ConfigError(f"--model {self.model}: unknown model; known models: {', '.join(models)}")
         check_device_name(self.device)
         if self.resume and self.overwrite:
             raise ConfigError("--resume continues the run in the output folder and --overwrite deletes it: give one of them")

@@ -68,13 +68,13 @@ def check_loss(value: float, where: str) -> float:
     return value
 
 
-def require_samples(count: float, skipped: list[str], what: str) -> None:
+def require_samples(count: float, skipped: list[str], what: str, *, unit: str = "sample") -> None:
     """Stop a pass that used nothing (every file unreadable, every mask unusable) instead of
-    reporting scores of nothing; ``count`` is summed over processes."""
+    reporting scores of nothing; ``count`` (of ``unit``) is summed over processes."""
     if count <= 0:
         first = f"; first: {skipped[0]}" if skipped else ""
-        raise DataError(f"{what}: no usable sample ({len(skipped)} skipped{first}); "
-                        f"check that the files are readable images (and masks) of the expected layout")
+        raise DataError(f"{what}: no usable {unit} ({len(skipped)} file(s) skipped{first}); check that the files are "
+                        f"readable images (and masks with labels) in the expected layout")
 
 
 class RunFolder:
@@ -96,13 +96,19 @@ class RunFolder:
         self.kept: tuple[Path, str] | None = None  # the training state that is intact, and where it stands
         self._lock_fd: int | None = None
         self._created = False
+        self._saved = False  # whether this run wrote a result (metrics line, best or last checkpoint)
 
     # -- opening and closing -------------------------------------------------------------
     def __enter__(self) -> "RunFolder":
         self.open()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None and not self.resume and not self._saved and self.env.is_main:
+            # A new run that stopped before its first result leaves no "run" to refuse next time.
+            for name in ("config.json", "metrics.jsonl"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.path / name).unlink()
         self.close()
 
     def open(self) -> None:
@@ -188,15 +194,20 @@ class RunFolder:
         if self.env.is_main:
             print(message, flush=True)
 
-    def begin(self, config: dict[str, Any], history: list[dict[str, Any]] | None = None) -> None:
-        """Write ``config.json`` and start ``metrics.jsonl`` from ``history`` (a resumed run's:
-        lines written after its checkpoint are dropped)."""
+    def begin(self, config: dict[str, Any], history: list[dict[str, Any]] | None = None, *, amp: str,
+              classes: list[str], what: str, images: int, plan: str) -> None:
+        """Write ``config.json`` (``config`` with the classes, the number of processes and the
+        resolved ``amp``), start ``metrics.jsonl`` from ``history`` (a resumed run's: lines
+        written after its checkpoint are dropped), and say what is trained on how many images."""
         self.metrics.history = list(history or [])
+        config = {**config, "classes": classes, "world_size": self.env.world_size, "amp_resolved": amp}
         if self.env.is_main:
             self._write(self.path / "config.json",
                         lambda: atomic_write(self.path / "config.json",
                                              lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2))))
             self._write(self.metrics.path, self.metrics.flush)
+        self.say(f"training {what} on {images} images, {len(classes)} classes, {self.env.world_size} process(es), "
+                 f"{plan} -> {self.path}")
 
     def restore(self, expect: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler | None = None) -> dict[str, Any] | None:
@@ -213,6 +224,7 @@ class RunFolder:
     def log(self, record: dict[str, Any]) -> None:
         """Append ``record`` to ``metrics.jsonl`` and redraw ``curves.png``."""
         if self.env.is_main:
+            self._saved = True
             self._write(self.metrics.path, lambda: self.metrics.append(record))
             self._write(self.path / "curves.png",
                         lambda: plot_curves(self.metrics.history, self.path / "curves.png", **self.curves))
@@ -220,11 +232,13 @@ class RunFolder:
     def save_best(self, write: Callable[[Path], Any]) -> None:
         """``write(path)`` the best model so far to ``best.safetensors``."""
         if self.env.is_main:
+            self._saved = True
             self._write(self.best, lambda: write(self.best))
 
     def save_last(self, state: dict[str, Any], at: str) -> None:
         """Write the training state (``at``: where it stands, e.g. ``epoch 3``) to ``last.pt``."""
         if self.env.is_main:
+            self._saved = True
             self._write(self.last, lambda: save_training_state(self.last, {**state, "at": at}))
             self.kept = (self.last, at)
 

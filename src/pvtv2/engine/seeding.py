@@ -25,6 +25,14 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return derive_seed(seed, epoch, rank)
 
 
+def begin_epoch(seed: int, epoch: int, rank: int = 0, sampler=None) -> None:
+    """Seed everything random in ``epoch`` from (run seed, epoch, rank), so that a resumed run
+    repeats the uninterrupted one, and tell the distributed ``sampler`` the epoch."""
+    seed_everything(epoch_seed(seed, epoch, rank))
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+
+
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: torch seeds each worker; pass it on to Python and NumPy
     (timm's augmentations draw from both)."""

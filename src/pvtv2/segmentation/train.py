@@ -127,9 +127,8 @@ def _train(cfg: SegTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
         run.say(f"resumed from {run.kept[0]} at iteration {start}")
 
     ddp_model = env.wrap(model)
-    run.begin({**cfg.to_dict(), "classes": classes, "world_size": env.world_size, "amp_resolved": amp}, history)
-    run.say(f"training Semantic FPN + {cfg.model} on {len(train_pairs)} images, {n_cls} classes, "
-            f"{env.world_size} process(es), {cfg.iters} iterations of {cfg.batch_size} -> {run.path}")
+    run.begin(cfg.to_dict(), history, amp=amp, classes=classes, what=f"Semantic FPN + {cfg.model}",
+              images=len(train_pairs), plan=f"{cfg.iters} iterations of {cfg.batch_size}")
 
     def state_at(it: int) -> dict[str, Any]:
         return {"meta": meta, "iter": it, "iters": cfg.iters, "best_miou": best, "history": run.metrics.history,
@@ -158,8 +157,10 @@ def _train(cfg: SegTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
                 with autocast(env.device, amp):
                     logits = ddp_model(images)
                 # Mean over the labelled pixels; a crop that is all "ignore" gives 0, not 0/0.
-                labelled = (labels != IGNORE_INDEX).sum().clamp(min=1)
-                loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum") / labelled
+                labelled = (labels != IGNORE_INDEX).sum()
+                loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX,
+                                       reduction="sum") / labelled.clamp(min=1)
+                window["labelled"] = window.get("labelled", 0) + labelled.item()
                 with run.stopping_on_nonfinite_loss():
                     value = check_loss(loss.item(), f"iteration {it}")
                 optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=cfg.clip_grad)
@@ -175,12 +176,14 @@ def _train(cfg: SegTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
             evaluate_now = it % cfg.eval_interval == 0 or it == cfg.iters
             if evaluate_now:
                 first = it - (it - 1) % cfg.eval_interval
-                require_samples(env.all_reduce_sum([window["steps"]])[0], bad, f"iterations {first}-{it}: training")
                 if env.is_main:
                     warn_problems(bad, f"training iterations {first}-{it}")
+                require_samples(env.all_reduce_sum([window.get("labelled", window["steps"])])[0], bad,
+                                f"iterations {first}-{it}: training", unit="labelled pixel")
                 res = evaluate(model, val_set, n_cls, env=env, amp=amp, mode=cfg.eval_mode, crop=cfg.crop,
                                show_progress=cfg.progress)
-                require_samples(res["confusion"].sum().item(), res["skipped"], f"validation on {cfg.data}")
+                require_samples(res["confusion"].sum().item(), res["skipped"], f"validation on {cfg.data}",
+                                unit="labelled pixel")
                 scores = summarize(res["confusion"], classes)
                 steps = max(window["steps"], 1)
                 record = {"iter": it, "train_loss": round(window["loss_sum"] / steps, 6), "lr": lr,
