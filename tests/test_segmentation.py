@@ -14,8 +14,8 @@ from PIL import Image
 import pvtv2
 from pvtv2.checkpoint import CheckpointError
 from pvtv2.data import make_segmentation_dataset
-from pvtv2.engine import TrainingStateError
-from pvtv2.errors import DataError, TrainingError
+from pvtv2.engine import TrainingStateError, save_training_state
+from pvtv2.errors import ConfigError, DataError, TrainingError
 from pvtv2.segmentation import (SegTrainConfig, create_segmenter, evaluate_checkpoint, load_segmenter, predict,
                                 save_segmenter, summarize, train, update_confusion)
 from pvtv2.segmentation.data import SegmentationDataset, TrainTransform, ade_pairs, sliding_windows
@@ -354,8 +354,15 @@ def test_nan_loss_and_incompatible_resume(tiny, tmp_path):
     before = hash_training_state(out / "last.pt")
     with pytest.raises(TrainingStateError, match="planned for 2 iterations"):
         train(SegTrainConfig(iters=4, resume="auto", **base))
-    with pytest.raises(TrainingError, match="loss is (nan|inf).*last good checkpoint"):
+    with pytest.raises(ConfigError, match="already holds a run"):  # a fresh run may not replace it
         train(SegTrainConfig(iters=4, **{**base, "lr": 1e30, "warmup_iters": 0}))
+    # A run planned for 4 iterations, stopped after 2: resumed with a learning rate that diverges.
+    state = torch.load(out / "last.pt", weights_only=True)
+    save_training_state(out / "last.pt", {**state, "iters": 4})
+    before = hash_training_state(out / "last.pt")
+    with pytest.raises(TrainingError, match=r"loss is (nan|inf) at iteration 3.*last good checkpoint is .*last.pt "
+                                            r"\(iteration 2\).*--clip-grad 1.0"):
+        train(SegTrainConfig(iters=4, resume="auto", **{**base, "lr": 1e30, "warmup_iters": 0}))
     assert hash_training_state(out / "last.pt") == before  # the bad run did not reach a save
 
 
