@@ -135,7 +135,7 @@ def _train(cfg: SegTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
                 "window": window, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict()}
 
-    it, bad = start, []  # bad: this evaluation window's unusable samples, for the warning
+    it, bad = start, []  # bad: this evaluation window's unusable pairs (the dataset warns of each)
     bar = progress(range(start, cfg.iters), desc="train", total=cfg.iters - start, enabled=cfg.progress and env.is_main)
     tick = time.perf_counter()
     while it < cfg.iters:
@@ -176,8 +176,6 @@ def _train(cfg: SegTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
             evaluate_now = it % cfg.eval_interval == 0 or it == cfg.iters
             if evaluate_now:
                 first = it - (it - 1) % cfg.eval_interval
-                if env.is_main:
-                    warn_problems(bad, f"training iterations {first}-{it}")
                 require_samples(env.all_reduce_sum([window.get("labelled", window["steps"])])[0], bad,
                                 f"iterations {first}-{it}: training", unit="labelled pixel")
                 res = evaluate(model, val_set, n_cls, env=env, amp=amp, mode=cfg.eval_mode, crop=cfg.crop,
