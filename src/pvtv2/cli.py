@@ -166,18 +166,22 @@ SYNTH_LAYOUTS = {"classify": "classification dataset (ImageFolder layout)",
 
 
 def _synth_defaults(name: str) -> str:
-    """The defaults of an option of the generators, for ``--help``: ``classify 6, segment 4, ...``."""
+    """The defaults of an option of the generators, for ``--help``: ``classify 6, segment 4, ...``
+    (a generator whose default is ``None`` chooses for itself: its docstring says how)."""
     import inspect
 
     from . import data
 
-    return ", ".join(f"{task} {inspect.signature(getattr(data, fn)).parameters[name].default}"
-                     for task, (fn, names) in SYNTH_TASKS.items() if name in names)
+    defaults = {task: inspect.signature(getattr(data, fn)).parameters[name].default
+                for task, (fn, names) in SYNTH_TASKS.items() if name in names}
+    if all(v is None for v in defaults.values()):
+        return "each task's own, see pvtv2.data"
+    return ", ".join(f"{task} {v}" for task, v in defaults.items())
 
 
 def cmd_synth(args) -> int:
     from . import data
-    from .errors import ConfigError, PVTv2Error
+    from .errors import ConfigError
     from .fileio import prepare_output_folder
 
     fn, names = SYNTH_TASKS[args.task]
@@ -187,13 +191,7 @@ def cmd_synth(args) -> int:
         raise ConfigError(f"--{wrong[0].replace('_', '-')} does not apply to --task {args.task}")
     prepare_output_folder(args.out, "--out")
     kwargs = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    try:
-        path = getattr(data, fn)(args.out, **kwargs)
-    except ValueError as e:
-        # The generators check their arguments with ValueError; those are user input here.
-        if isinstance(e, PVTv2Error):
-            raise
-        raise ConfigError(str(e)) from e
+    path = getattr(data, fn)(args.out, **kwargs)
     print(f"wrote a {SYNTH_LAYOUTS[args.task]} to {path}")
     return 0
 
