@@ -100,13 +100,14 @@ def _write_json(path: str, obj, flag: str) -> None:
 
 
 def _stream_records(records, done) -> int:
-    """Print prediction records as JSON lines; then ``done(number of images that succeeded)``
-    on standard error."""
-    n = 0
+    """Print prediction records as JSON lines; then ``done(records that succeeded)`` on
+    standard error."""
+    ok = []
     for record in records:
         print(json.dumps(record), flush=True)
-        n += "error" not in record
-    print(done(n), file=sys.stderr)
+        if "error" not in record:
+            ok.append(record)
+    print(done(ok), file=sys.stderr)
     return 0
 
 
@@ -142,7 +143,8 @@ def cmd_predict(args) -> int:
     from .classification.predict import predict
 
     records = predict(args.inputs, args.checkpoint, model=args.model, topk=args.topk, img_size=args.img_size,
-                      batch_size=args.batch_size, workers=args.workers, device=args.device)
+                      batch_size=args.batch_size, workers=args.workers, device=args.device,
+                      max_image_pixels=args.max_image_pixels)
     sink = _writable_file(args.output, "--output") if args.output else sys.stdout
     try:
         for record in records:
@@ -191,7 +193,7 @@ def cmd_synth(args) -> int:
         raise ConfigError(f"--{wrong[0].replace('_', '-')} does not apply to --task {args.task}")
     prepare_output_folder(args.out, "--out")
     kwargs = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    path = getattr(data, fn)(args.out, **kwargs)
+    path = getattr(data, fn)(args.out, overwrite=args.overwrite, **kwargs)
     print(f"wrote a {SYNTH_LAYOUTS[args.task]} to {path}")
     return 0
 
@@ -223,8 +225,20 @@ def cmd_detect_predict(args) -> int:
     from .fileio import prepare_output_folder
 
     prepare_output_folder(args.out, "--out")
-    records = predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh, device=args.device)
-    return _stream_records(records, lambda n: f"wrote detections of {n} image(s) to {args.out}")
+    records = predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh, device=args.device,
+                      max_image_pixels=args.max_image_pixels)
+    return _stream_records(records, lambda ok: _detections_done(ok, args))
+
+
+def _detections_done(ok: list[dict], args) -> str:
+    found = sum(len(r.get("detections", [])) for r in ok)
+    message = f"wrote detections of {len(ok)} image(s) to {args.out}: {found} detection(s)"
+    if ok and not found:
+        # A short run often scores below 0.5 everywhere while `detect eval` (which keeps scores
+        # >= 0.05, as COCO evaluation does) still finds its objects.
+        message += (f"; none scored >= --score-thresh {args.score_thresh} (detect eval counts scores >= 0.05: "
+                    "try a lower --score-thresh)")
+    return message
 
 
 def cmd_segment_train(args) -> int:
@@ -254,8 +268,9 @@ def cmd_segment_predict(args) -> int:
 
     prepare_output_folder(args.out, "--out")
     records = predict(args.inputs, args.checkpoint, args.out, mode=args.mode,
-                      scale=tuple(args.scale) if args.scale else None, crop=args.crop, device=args.device)
-    return _stream_records(records, lambda n: f"wrote masks and overlays of {n} image(s) to {args.out}")
+                      scale=tuple(args.scale) if args.scale else None, crop=args.crop, device=args.device,
+                      max_image_pixels=args.max_image_pixels)
+    return _stream_records(records, lambda ok: f"wrote masks and overlays of {len(ok)} image(s) to {args.out}")
 
 
 def cmd_convert(args) -> int:
@@ -282,7 +297,7 @@ def cmd_export(args) -> int:
     from .export import export_checkpoint
 
     path = export_checkpoint(args.checkpoint, args.out, format=args.format, model=args.model, backbone=args.backbone,
-                             dynamic=args.dynamic, opset=args.opset)
+                             dynamic=args.dynamic, opset=args.opset, overwrite=args.overwrite)
     print(f"wrote {args.format} {'backbone' if args.backbone else 'classifier'} to {path} (checked against PyTorch)")
     return 0
 
@@ -358,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", default=0, **workers)
     p.add_argument("--device", default="cpu", **device)
     p.add_argument("--output", default=None, help="write JSON lines here instead of standard output")
+    p.add_argument("--max-image-pixels", type=int, default=None,
+                   help="skip images above this many pixels (decompression-bomb guard; default PIL's limit)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("data", help="embedded datasets")
@@ -379,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"segment, detect: validation images (default {_synth_defaults('val_images')})")
     s.add_argument("--size", type=int, default=None, help=f"image side in pixels (default {_synth_defaults('size')})")
     s.add_argument("--seed", type=int, default=None, help=f"random seed (default {_synth_defaults('seed')})")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a synthetic dataset already in --out (a folder synth did not write is never cleared)")
     s.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("detect", help="object detection / instance segmentation: train, eval, predict")
@@ -400,8 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", help="image files and/or folders")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--out", required=True, help="folder for <stem>_det.png")
-    s.add_argument("--score-thresh", type=float, default=0.5, check=_between(0, 1), **checked)
+    s.add_argument("--score-thresh", type=float, default=0.5, check=_between(0, 1),
+                   help="keep detections scoring at least this (detect eval keeps >= 0.05, as COCO evaluation does)",
+                   **checked)
     s.add_argument("--device", default="cpu", **device)
+    s.add_argument("--max-image-pixels", type=int, default=None,
+                   help="skip images above this many pixels (decompression-bomb guard; default PIL's limit)")
     s.set_defaults(func=cmd_detect_predict)
 
     p = sub.add_parser("segment", help="semantic segmentation with Semantic FPN: train, eval, predict")
@@ -428,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", nargs=2, default=None, **size)
     s.add_argument("--crop", default=None, **size)
     s.add_argument("--device", default="cpu", **device)
+    s.add_argument("--max-image-pixels", type=int, default=None,
+                   help="skip images above this many pixels (decompression-bomb guard; default PIL's limit)")
     s.set_defaults(func=cmd_segment_predict)
 
     p = sub.add_parser("convert", help="convert a checkpoint between formats")
@@ -455,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", action="store_true", help="export the 4 pyramid maps (stage1..stage4) instead of logits")
     p.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=True,
                    help="ONNX: dynamic batch, height and width (default on)")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (18-25 on the pinned exporter)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the checkpoint)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("flops", help="parameters and FLOPs (multiply-adds, the paper's convention)")
