@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv demo demo-segment demo-detect test bench clean
+.PHONY: venv demo demo-segment demo-detect test check bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo-detect: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The fast lane for the edit-test loop: everything but the end-to-end training runs.
+check: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(VENV)/bin/pvtv2 bench --compare timm
