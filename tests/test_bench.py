@@ -135,3 +135,16 @@ def test_bench_command_orchestration(tmp_path):
     rows = flops_rows(["pvt_v2_b0"], 224)
     assert rows[0]["paper_gflops"] == PAPER_GFLOPS["pvt_v2_b0"] and "pvt_v2_b0" in format_flops(rows)
     assert flops_rows(["pvt_v2_b0"], 224, 320)[0]["paper_gflops"] is None  # the paper's number is at 224x224 only
+
+
+def test_scaling_study_prints_its_plan_and_estimate_first(tmp_path):
+    from pvtv2.bench.scaling import POINT_OVERHEAD_S, estimate_seconds, run_study
+
+    assert estimate_seconds([], 3) == 0.0
+    assert estimate_seconds([1.0, 1.0], 1) > 2 * POINT_OVERHEAD_S > estimate_seconds([1.0], 1)
+    lines = []
+    summary = run_study(tmp_path, sizes=(64, 4096), kinds=("linear",), budget_gmacs=5, repeats=1, log=lines.append)
+    plan = next(i for i, line in enumerate(lines) if line.startswith("planned"))
+    assert "planned 1 point(s) up to 64 px: about" in lines[plan] and "min on cpu" in lines[plan]
+    assert any("4096px  skipped" in line for line in lines[:plan])  # the budget's refusals come with the plan
+    assert [p["size"] for p in summary["points"]] == [64] and (tmp_path / "scaling.json").exists()

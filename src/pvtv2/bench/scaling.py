@@ -6,6 +6,7 @@ Points whose estimated cost exceeds a budget are skipped and reported as such.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from ..factory import create_model
+from ..model import PVTv2Config
 from . import memory
 from .flops import count_flops
 
@@ -28,13 +30,19 @@ def build(kind: str) -> torch.nn.Module:
     return create_model("pvt_v2_b2", num_classes=0, attention=kind)
 
 
-def estimate_gmacs(kind: str, size: int) -> float:
-    """Multiply-adds at ``size``: the per-pixel part scaled from 224, attention computed exactly."""
+@functools.lru_cache(maxsize=None)
+def _per_pixel_macs_at_224(kind: str) -> tuple[int, PVTv2Config]:
+    """Everything but attention, counted once per kind (a b2 forward pass)."""
     model = build(kind)
     base = count_flops(model, 224)
-    per_pixel = (base["flops"] - base["by_kind"].get("attention", 0)) * (size / 224) ** 2
+    return base["flops"] - base["by_kind"].get("attention", 0), model.config
+
+
+def estimate_gmacs(kind: str, size: int) -> float:
+    """Multiply-adds at ``size``: the per-pixel part scaled from 224, attention computed exactly."""
+    base, cfg = _per_pixel_macs_at_224(kind)
+    per_pixel = base * (size / 224) ** 2
     attention = 0
-    cfg = model.config
     for i, s in enumerate(STRIDES):
         side = math.ceil(size / s)
         n = side * side
@@ -46,7 +54,7 @@ def estimate_gmacs(kind: str, size: int) -> float:
 def attention_matrix_mb(kind: str, size: int) -> float:
     """Largest attention score matrix (one block, batch 1, all heads, float32) in MiB: what the
     unfused reference path materialises."""
-    cfg = build(kind).config
+    cfg = _per_pixel_macs_at_224(kind)[1]
     largest = 0
     for i, s in enumerate(STRIDES):
         side = math.ceil(size / s)
@@ -54,6 +62,30 @@ def attention_matrix_mb(kind: str, size: int) -> float:
         kv = 49 if kind == "linear" else n if kind == "full" or cfg.sr_ratios[i] == 1 else (side // cfg.sr_ratios[i]) ** 2
         largest = max(largest, cfg.num_heads[i] * n * kv * 4)
     return largest / 2**20
+
+
+#: Seconds to start a point's fresh process and build its model.
+POINT_OVERHEAD_S = 4.0
+
+
+def estimate_seconds(gmacs: list[float], repeats: int, device: str = "cpu") -> float:
+    """Rough wall time of measuring points of these costs: the machine's multiply-add rate is
+    timed once on a 224 px forward of the SRA model, then each point costs ``repeats + 1``
+    forwards at that rate plus its process start."""
+    import time
+
+    if not gmacs:
+        return 0.0
+    model = build("sra").eval().to(device)
+    x = torch.randn(1, 3, 224, 224, device=device)
+    with torch.inference_mode():
+        model.forward_features(x)
+        start = time.perf_counter()
+        model.forward_features(x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        rate = estimate_gmacs("sra", 224) / max(time.perf_counter() - start, 1e-6)
+    return sum(g * (repeats + 1) / rate + POINT_OVERHEAD_S for g in gmacs)
 
 
 def measure_point(kind: str, size: int, repeats: int = 3, device: str = "cpu", impl: str = "fused") -> dict[str, Any]:
@@ -116,35 +148,39 @@ def run_study(out: str | Path, *, sizes=SIZES, kinds=tuple(KINDS), budget_gmacs:
     exceeds ``budget_matrix_mb`` are skipped."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    points, skipped = [], []
+    points, skipped, planned = [], [], []
     impls = ("fused", "reference") if reference else ("fused",)
     for impl in impls:
         for kind in kinds:
             for size in sizes:
                 gmacs = estimate_gmacs(kind, size)
+                matrix = attention_matrix_mb(kind, size)
                 label = f"{kind:6s} {impl:9s} {size:5d}px"
                 if gmacs > budget_gmacs:
                     skipped.append({"kind": kind, "impl": impl, "size": size, "estimated_gmacs": round(gmacs, 1)})
                     log(f"  {label}  skipped: ~{gmacs:,.0f} GMACs is over the {budget_gmacs:,.0f} budget")
-                    continue
-                matrix = attention_matrix_mb(kind, size)
-                if impl == "reference" and matrix > budget_matrix_mb:
+                elif impl == "reference" and matrix > budget_matrix_mb:
                     skipped.append({"kind": kind, "impl": impl, "size": size, "attention_matrix_mb": round(matrix)})
                     log(f"  {label}  skipped: a {matrix:,.0f} MiB score matrix is over the {budget_matrix_mb:,.0f} MiB budget")
-                    continue
-                cmd = [sys.executable, "-m", "pvtv2.bench.scaling", kind, str(size), str(repeats), device, impl]
-                res = subprocess.run(cmd, capture_output=True, text=True)
-                if res.returncode != 0:
-                    skipped.append({"kind": kind, "impl": impl, "size": size, "error": res.stderr.strip().splitlines()[-1:]})
-                    log(f"  {label}  failed: {res.stderr.strip().splitlines()[-1:]}")
-                    continue
-                p = json.loads(res.stdout.strip().splitlines()[-1])
-                p["gmacs"] = round(gmacs, 2)
-                p["attention_matrix_mb"] = round(matrix, 1)
-                p["ns_per_pixel"] = 1e9 * p["seconds"] / p["pixels"]
-                points.append(p)
-                log(f"  {label}  {p['seconds']:8.3f} s  {p['ns_per_pixel']:8.1f} ns/pixel  "
-                    f"peak {p['peak_memory_mb']:8.1f} MiB  ({gmacs:,.1f} GMACs)")
+                else:
+                    planned.append((kind, impl, size, gmacs, matrix, label))
+    seconds = estimate_seconds([p[3] for p in planned], repeats, device)
+    log(f"planned {len(planned)} point(s) up to {max((p[2] for p in planned), default=0)} px: about "
+        f"{seconds / 60:.0f} min on {device} (--budget-gmacs lowers it; each point runs {repeats} + 1 times)")
+    for kind, impl, size, gmacs, matrix, label in planned:
+        cmd = [sys.executable, "-m", "pvtv2.bench.scaling", kind, str(size), str(repeats), device, impl]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            skipped.append({"kind": kind, "impl": impl, "size": size, "error": res.stderr.strip().splitlines()[-1:]})
+            log(f"  {label}  failed: {res.stderr.strip().splitlines()[-1:]}")
+            continue
+        p = json.loads(res.stdout.strip().splitlines()[-1])
+        p["gmacs"] = round(gmacs, 2)
+        p["attention_matrix_mb"] = round(matrix, 1)
+        p["ns_per_pixel"] = 1e9 * p["seconds"] / p["pixels"]
+        points.append(p)
+        log(f"  {label}  {p['seconds']:8.3f} s  {p['ns_per_pixel']:8.1f} ns/pixel  "
+            f"peak {p['peak_memory_mb']:8.1f} MiB  ({gmacs:,.1f} GMACs)")
     exponents = {}
     for impl in impls:
         for k in kinds:
