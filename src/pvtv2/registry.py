@@ -3,26 +3,31 @@
 The model's variant table, ``pretrained=True``'s hub ids, the classification recipe's
 drop-path/clipping defaults, the FLOPs benchmark and the tests all read these records, so a
 new variant is one more entry in :data:`REGISTRY`. A record names its ``family``, whose
-design switches :data:`FAMILIES` holds: the PVTv1 models (``pvt_tiny`` ... ``pvt_large``:
-learned position embeddings, non-overlapping patches, plain MLP, a class token) would be one
-more family entry and four more records.
+design switches :data:`FAMILIES` holds: PVTv2 (``pvt_v2_b0`` ... ``pvt_v2_b5``) and PVTv1
+(``pvt_tiny`` ... ``pvt_large``: learned position embeddings, non-overlapping patches, plain
+MLP, a class token), built from the same blocks.
 
-Sources (whai362/PVT): ``classification/pvt_v2.py`` (architectures),
-``classification/configs/pvt_v2/*.py`` (drop path, gradient clipping),
-``classification/README.md`` (ImageNet-1K top-1, release files), the PVTv2 paper's
-Tables 1-2 (GFLOPs at 224x224). Hub ids are timm's Hugging Face mirrors of the release files.
+Sources (whai362/PVT): ``classification/pvt_v2.py`` and ``classification/pvt.py``
+(architectures), ``classification/configs/pvt_v2/*.py`` and ``configs/pvt/*.py`` (drop path,
+gradient clipping), ``classification/README.md`` (ImageNet-1K top-1, release files), the
+PVTv2 paper's Tables 1-2 and the PVTv1 paper's Table 2 (GFLOPs at 224x224). PVTv2 hub ids are
+timm's Hugging Face mirrors of the release files; PVTv1 ones are transformers' conversions
+(timm has no PVTv1).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-#: What a family's design sets in :class:`pvtv2.PVTv2Config`; a record adds its sizes. PVTv1
-#: would be ``"pvt_v1": dict(patch_embed="plain", conv_ffn=False, pos_embed=True,
-#: cls_token=True, stage_norms=False)``, sizes from the official ``classification/pvt.py``.
+#: What a family's design sets in :class:`pvtv2.PVTv2Config`; a record adds its sizes.
 FAMILIES: dict[str, dict[str, Any]] = {
     "pvt_v2": dict(patch_embed="overlap", conv_ffn=True, pos_embed=False, cls_token=False, stage_norms=True),
+    # PVTv1 (classification/pvt.py): kernel = stride patches, position embeddings learned on
+    # the 224x224 token grids, plain MLP, a class token in stage 4 read after one final norm.
+    "pvt_v1": dict(patch_embed="plain", conv_ffn=False, pos_embed=True, cls_token=True, stage_norms=False),
 }
+#: Short names accepted wherever a family is asked for (``list_models(family="v1")``).
+FAMILY_ALIASES = {"v1": "pvt_v1", "v2": "pvt_v2"}
 _RELEASES = "https://github.com/whai362/PVT/releases/download/v2"
 
 
@@ -49,6 +54,9 @@ class Variant:
     num_params: int  # with the 1000-class head, exactly
     paper_gflops: float  # multiply-adds at 224x224, as the paper counts them
     paper_top1: float  # ImageNet-1K val top-1 (%) of the released weights
+    # the one file ``pretrained=True`` takes from the hub repo; None: the whole repo (a
+    # transformers repo's weights need its config.json: LayerNorm eps, labels)
+    hub_file: str | None = "model.safetensors"
 
     @property
     def params_m(self) -> float:
@@ -72,7 +80,20 @@ def _pvt_v2(name: str, depths: tuple[int, ...], *, embed_dims: tuple[int, ...] =
                    paper_gflops=paper_gflops, paper_top1=paper_top1)
 
 
-#: Every variant, smallest first (the order of ``pvtv2.list_models()``).
+def _pvt_v1(name: str, depths: tuple[int, ...], *, drop_path: float, clip_grad: float = 0.0, num_params: int,
+            paper_gflops: float, paper_top1: float) -> Variant:
+    """A PVTv1 record (``classification/pvt.py``): every variant shares widths 64-512, heads
+    1, 2, 5, 8, MLP ratios 8, 8, 4, 4 and reduction ratios 8, 4, 2, 1. The hub copies are
+    transformers' ``PvtForImageClassification`` conversions of the release files."""
+    size = name.split("_")[1]
+    return Variant(name=name, family="pvt_v1", embed_dims=(64, 128, 320, 512), depths=depths, num_heads=(1, 2, 5, 8),
+                   mlp_ratios=(8, 8, 4, 4), sr_ratios=(8, 4, 2, 1), attention="sra", hub_id=f"Zetatech/pvt-{size}-224",
+                   url=f"{_RELEASES}/{name}.pth", drop_path=drop_path, clip_grad=clip_grad, num_params=num_params,
+                   paper_gflops=paper_gflops, paper_top1=paper_top1, hub_file=None)
+
+
+#: Every variant, PVTv2 then PVTv1, smallest first within a family (``pvtv2.list_models()``
+#: lists the PVTv2 ones; ``list_models(family="all")`` all of them in this order).
 REGISTRY: dict[str, Variant] = {v.name: v for v in (
     _pvt_v2("pvt_v2_b0", (2, 2, 2, 2), embed_dims=(32, 64, 160, 256), drop_path=0.1,
             num_params=3_666_760, paper_gflops=0.6, paper_top1=70.5),
@@ -86,6 +107,13 @@ REGISTRY: dict[str, Variant] = {v.name: v for v in (
             num_params=62_556_072, paper_gflops=10.1, paper_top1=83.6),
     _pvt_v2("pvt_v2_b5", (3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4), drop_path=0.3, clip_grad=1.0,
             num_params=81_956_008, paper_gflops=11.8, paper_top1=83.8),
+    # configs/pvt/*.py: medium and large train with drop path 0.3 and clipping 1.0.
+    _pvt_v1("pvt_tiny", (2, 2, 2, 2), drop_path=0.1, num_params=13_229_288, paper_gflops=1.9, paper_top1=75.1),
+    _pvt_v1("pvt_small", (3, 4, 6, 3), drop_path=0.1, num_params=24_485_864, paper_gflops=3.8, paper_top1=79.8),
+    _pvt_v1("pvt_medium", (3, 4, 18, 3), drop_path=0.3, clip_grad=1.0, num_params=44_208_104,
+            paper_gflops=6.7, paper_top1=81.2),
+    _pvt_v1("pvt_large", (3, 8, 27, 3), drop_path=0.3, clip_grad=1.0, num_params=61_369_320,
+            paper_gflops=9.8, paper_top1=81.7),
 )}
 
 
@@ -97,6 +125,17 @@ def get_variant(name: str) -> Variant:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)}") from None
 
 
+def canonical_family(family: str) -> str:
+    """``family`` or the family it abbreviates (``"v1"`` -> ``"pvt_v1"``); an unknown one
+    raises ``ValueError`` listing the known ones."""
+    family = FAMILY_ALIASES.get(family, family)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known families: {', '.join(FAMILIES)} "
+                         f"(or {', '.join(FAMILY_ALIASES)})")
+    return family
+
+
 def variant_names(family: str | None = None) -> list[str]:
-    """Names in registry order, optionally of one ``family``."""
+    """Names in registry order, optionally of one ``family`` (``"pvt_v1"`` or ``"v1"``...)."""
+    family = None if family is None else canonical_family(family)
     return [n for n, v in REGISTRY.items() if family is None or v.family == family]
