@@ -199,22 +199,41 @@ def cmd_export(args) -> int:
 
 
 def cmd_flops(args) -> int:
-    from . import create_model, list_models
-    from .bench import PAPER_GFLOPS, count_flops
+    from . import list_models
+    from .bench.flops import flops_rows, format_rows
 
-    names = list_models() if args.model == "all" else [args.model]
-    rows = []
-    for name in names:
-        r = count_flops(create_model(name), (args.img_size, args.img_size) if args.width is None else (args.img_size, args.width))
-        rows.append({"model": name, "img_size": args.img_size, "params_m": round(r["params"] / 1e6, 2),
-                     "gflops": round(r["flops"] / 1e9, 3), "paper_gflops": PAPER_GFLOPS.get(name) if args.img_size == 224 else None,
-                     "by_kind": r["by_kind"]})
+    if args.scaling:
+        from .bench.complexity import format_table, write_study
+
+        study = write_study(args.out)
+        print(format_table(study))
+        print(f"wrote {args.out}/complexity.json and {args.out}/complexity.png")
+        return 0
+    if args.img_size is not None and len(args.img_size) not in (1, 2):
+        raise ValueError(f"--img-size takes H or H W, got {len(args.img_size)} numbers")
+    size = None
+    if args.img_size is not None:
+        h = args.img_size[0]
+        size = (h, args.img_size[1] if len(args.img_size) == 2 else args.width or h)
+    elif args.width is not None:
+        raise ValueError("--width needs --img-size H (or give --img-size H W)")
+    names = list_models(family="all") if args.model == "all" else [args.model]
+    rows = flops_rows(names, task=args.task, kind=args.kind, img_size=size, num_classes=args.num_classes)
     if args.json:
         _print_json(rows)
     else:
-        print(f"{'model':14s} {'params (M)':>10s} {'GFLOPs':>8s} {'paper':>6s}   (multiply-adds, mmcv convention, at {args.img_size}px)")
-        for r in rows:
-            print(f"{r['model']:14s} {r['params_m']:10.2f} {r['gflops']:8.2f} {r['paper_gflops'] or '':>6}")
+        print(format_rows(rows))
+    return 0
+
+
+def cmd_ablation(args) -> int:
+    from .ablation import format_table, run_ablation
+
+    results = run_ablation()
+    if args.json:
+        _print_json(results)
+    else:
+        print(format_table(results))
     return 0
 
 
@@ -257,11 +276,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from . import create_model, list_models
+    from . import list_models
+    from .registry import get_variant
 
-    for name in list_models():
-        m = create_model(name)
-        print(f"{name:14s} {sum(p.numel() for p in m.parameters()):>12,d} parameters  widths {m.embed_dims}")
+    for name in list_models(family=args.family):
+        v = get_variant(name)
+        print(f"{name:14s} {v.family:7s} {v.num_params:>12,d} parameters  widths {list(v.embed_dims)}  "
+              f"depths {list(v.depths)}")
     return 0
 
 
@@ -402,12 +423,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=18)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("flops", help="parameters and FLOPs (multiply-adds, the paper's convention)")
-    p.add_argument("--model", default="all", help="a variant or 'all'")
-    p.add_argument("--img-size", type=int, default=224, help="input height (and width unless --width)")
-    p.add_argument("--width", type=int, default=None)
+    p = sub.add_parser("flops", help="parameters and FLOPs (multiply-adds, the paper's convention) of classifiers, "
+                                     "detectors and segmenters; or the complexity figure")
+    p.add_argument("--model", default="all", help="a variant or 'all' (PVTv2 and PVTv1)")
+    p.add_argument("--task", default="classify", choices=["classify", "detect", "segment"],
+                   help="classify: the classifier; detect: a detector (--kind); segment: Semantic FPN")
+    p.add_argument("--kind", default=None, help="--task detect: the detector (default retinanet; maskrcnn, ...)")
+    p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="H [W]",
+                   help="input height and width (default: 224; detect 1280 800 as get_flops.py; segment 512)")
+    p.add_argument("--width", type=int, default=None, help="input width (older spelling of --img-size H W)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes (default: ImageNet 1000, COCO 80, ADE20K 150)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--scaling", action="store_true",
+                   help="the complexity figure instead: GFLOPs against input scale for PVTv1-Small, PVTv2-B2, "
+                        "PVTv2-B2-Li, ResNet-50 and ViT-Small/16 (JSON + log-log plot in --out)")
+    p.add_argument("--out", default="benchmarks/results/complexity", help="--scaling: output folder")
     p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("ablation", help="the PVTv2 paper's ablation (PVTv1-Small -> PVTv2-B2-Li): parameters and "
+                                        "GFLOPs of each row's classifier and RetinaNet beside the paper's")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("bench", help="throughput/latency/memory, side by side with timm; or the complexity study")
     p.add_argument("--model", nargs="+", default=["pvt_v2_b0"], help="one or more variants")
@@ -433,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("models", help="list the variants with their parameter counts")
+    p.add_argument("--family", default="all", help="pvt_v2 (v2), pvt_v1 (v1) or all")
     p.set_defaults(func=cmd_models)
     return parser
 
