@@ -205,7 +205,7 @@ def cmd_flops(args) -> int:
     if args.scaling:
         from .bench.complexity import format_table, write_study
 
-        study = write_study(args.out)
+        study = write_study(args.out, **({"sizes": tuple(args.sizes)} if args.sizes else {}))
         print(format_table(study))
         print(f"wrote {args.out}/complexity.json and {args.out}/complexity.png")
         return 0
@@ -439,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the complexity figure instead: GFLOPs against input scale for PVTv1-Small, PVTv2-B2, "
                         "PVTv2-B2-Li, ResNet-50 and ViT-Small/16 (JSON + log-log plot in --out)")
     p.add_argument("--out", default="benchmarks/results/complexity", help="--scaling: output folder")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="--scaling: square input sides (default 224 448 672 896 1120 1344)")
     p.set_defaults(func=cmd_flops)
 
     p = sub.add_parser("ablation", help="the PVTv2 paper's ablation (PVTv1-Small -> PVTv2-B2-Li): parameters and "

@@ -344,7 +344,8 @@ class PyramidVisionTransformerV2(nn.Module):
         if self.config.cls_token and stage == 3:
             pos = pos[:, 1:]
         side = -(-self.config.img_size // (4 * 2**stage))
-        if (H, W) == (side, side) and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        # Tracers and exporters keep H and W symbolic: comparing them would specialise the graph.
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and (H, W) == (side, side):
             return pos
         grid = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
         return F.interpolate(grid, size=(H, W), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
