@@ -229,9 +229,10 @@ def test_train_eval_predict_commands(tmp_path):
 
 
 @pytest.mark.slow
-def test_onnx_export_with_dynamic_size(tmp_path):
-    """``pvtv2 export`` checks the file in onnxruntime at 224x224, 193x257 and 512x384 itself."""
-    from pvtv2.export import onnx_session
+def test_onnx_export_with_dynamic_size_and_torchscript(tmp_path):
+    """``pvtv2 export`` checks the file in onnxruntime at 224x224, 193x257 and 512x384 itself; the
+    position-embedding resize and the plain patches' padding must stay symbolic for that."""
+    from pvtv2.export import export_torchscript, onnx_session
 
     model = randomize_(pvtv2.create_model("pvt_tiny", depths=(1, 1, 1, 1), num_classes=5)).eval()
     model.save_pretrained(tmp_path / "ckpt")
@@ -241,8 +242,12 @@ def test_onnx_export_with_dynamic_size(tmp_path):
     session = onnx_session(tmp_path / "m.onnx")
     x = images((96, 160), n=3)
     with torch.no_grad():
-        expected = model(x).numpy()
-    assert abs(session.run(None, {"images": x.numpy()})[0] - expected).max() < 1e-4
+        expected = model(x)
+    assert abs(session.run(None, {"images": x.numpy()})[0] - expected.numpy()).max() < 1e-4
+    # TorchScript: traced at 224, checked by export_torchscript at 193x257 and 160x96 too.
+    traced = torch.jit.load(str(export_torchscript(model, tmp_path / "m.pt")))
+    with torch.no_grad():
+        assert (traced(x) - expected).abs().max().item() < 1e-4
 
 
 # -- the ablation's rows ---------------------------------------------------------------
