@@ -92,6 +92,70 @@ def scaling_section() -> tuple[str, dict]:
     return "\n".join(rows), data
 
 
+DENSE = {  # result file -> (title, command)
+    "flops_semantic_fpn": ("Semantic FPN, 512x512, 150 classes (PVTv2 paper Table 5)", "pvtv2 flops --task segment --json"),
+    "flops_retinanet": ("RetinaNet 1x, 1280x800, 80 classes (Table 3; GFLOPs from Table 6)",
+                        "pvtv2 flops --task detect --kind retinanet --json"),
+    "flops_maskrcnn": ("Mask R-CNN 1x, 1280x800, 80 classes (Table 3)", "pvtv2 flops --task detect --kind maskrcnn --json"),
+}
+
+
+def _paper(v) -> str:
+    return "" if v is None else f"{v}"
+
+
+def dense_flops_section() -> str:
+    """The detectors' and segmenter's parameters and GFLOPs beside the paper's (from flops_*.json)."""
+    out = []
+    for name, (title, cmd) in DENSE.items():
+        rows = _load(name)
+        if not rows:
+            continue
+        out += [f"### {title}", "", f"`{cmd} > results/{name}.json`", "",
+                "| backbone | params (M) | paper | GFLOPs | paper |", "|---|---:|---:|---:|---:|"]
+        out += [f"| {r['model']} | {r['params_m']:.2f} | {_paper(r['paper_params_m'])} | {r['gflops']:.1f} | "
+                f"{_paper(r['paper_gflops'])} |" for r in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def ablation_section() -> str:
+    rows = _load("ablation")
+    if not rows:
+        return ""
+    out = ["`pvtv2 ablation --json > results/ablation.json`", "",
+           "| row | classifier params (M) | classifier GFLOPs @224 | RetinaNet params (M), ours / paper "
+           "| RetinaNet GFLOPs @1280x800, ours / paper | top-1 (paper) |", "|---|---:|---:|---:|---:|---:|"]
+    notes = []
+    for r in rows:
+        c, d = r["classifier"], r["retinanet"]
+        mark = ""
+        if not all(r["within_tolerance"].values()):
+            notes.append(r["note"])
+            mark = f" [{len(notes)}]"
+        label = r["row"] + (f" (= {r['same_as']})" if r["same_as"] else "")
+        out.append(f"| {label}{mark} | {c['params_m']:.2f} | {c['gflops']:.2f} | {d['params_m']:.2f} / "
+                   f"{d['paper_params_m']} | {d['gflops']:.1f} / {d['paper_gflops']} | {c['paper_top1']} |")
+    out += [""] + [f"[{i}] {n}." for i, n in enumerate(notes, 1)]
+    return "\n".join(out)
+
+
+def complexity_section() -> str:
+    path = RESULTS / "complexity" / "complexity.json"
+    if not path.exists():
+        return ""
+    study = json.loads(path.read_text())
+    sizes = study["sizes"]
+    out = ["`pvtv2 flops --scaling --out results/complexity`", "", f"Counted as: {study['convention']}.", "",
+           "![complexity](results/complexity/complexity.png)", "",
+           "| model | params (M) | " + " | ".join(f"{s}px" for s in sizes) + " | exponent (GFLOPs ~ pixels^e) |",
+           "|---|---:|" + "---:|" * len(sizes) + "---:|"]
+    for label, m in study["models"].items():
+        out.append(f"| {label} | {m['params'] / 1e6:.1f} | " + " | ".join(f"{g:.1f}" for g in m["gflops"])
+                   + f" | {m['exponent']:.2f} |")
+    return "\n".join(out)
+
+
 def targets_section(speed: dict, scaling: dict) -> str:
     lines = []
 
@@ -157,6 +221,22 @@ is implemented with CUDA events, synchronisation and allocator peak memory).
 | model | params (M) | GFLOPs | paper |
 |---|---:|---:|---:|
 """ + "\n".join(f"| {r['model']} | {r['params_m']:.2f} | {r['gflops']:.2f} | {r['paper_gflops']} |" for r in flops) + f"""
+
+## FLOPs of the detectors and the segmenter
+
+Counted as whai362/PVT's `detection/get_flops.py` counts them (mmdet's `forward_dummy`: backbone, neck
+and heads, the two-stage RoI heads on 1000 proposals and the mask head on 100; no resizing or
+post-processing). torchvision's RetinaNet keeps a background logit per anchor (81 outputs to mmdet's
+80), which adds about 0.02M parameters and 0.4 GFLOPs.
+
+{dense_flops_section()}
+## The PVTv2 paper's ablation (Table 6)
+
+{ablation_section()}
+
+## GFLOPs against input scale (the PVTv2 paper's complexity figure)
+
+{complexity_section()}
 
 ## Speed against timm on this CPU
 

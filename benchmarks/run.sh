@@ -7,6 +7,12 @@ PV=.venv/bin/pvtv2
 OUT=benchmarks/results
 mkdir -p "$OUT"
 $PV flops --json > "$OUT/flops.json"
+# Detectors, segmenter, the ablation and the complexity figure: counted on the meta device, seconds.
+$PV flops --task segment --json > "$OUT/flops_semantic_fpn.json"
+$PV flops --task detect --kind retinanet --json > "$OUT/flops_retinanet.json"
+$PV flops --task detect --kind maskrcnn --json > "$OUT/flops_maskrcnn.json"
+$PV ablation --json > "$OUT/ablation.json"
+$PV flops --scaling --out "$OUT/complexity"
 $PV bench --model pvt_v2_b0 pvt_v2_b2 --batch-size 8 --repeats 15 --json "$OUT/eager_fp32_b8.json"
 $PV bench --model pvt_v2_b0 --mode train --batch-size 16 --repeats 10 --json "$OUT/train_b0_b16.json"
 # The same two comparisons with glibc keeping freed memory (no mmap per large tensor, no trimming).

@@ -10,6 +10,9 @@ from pvtv2.registry import REGISTRY  # noqa: E402  (after the thread setting)
 
 #: Every registered variant: the registry is the one list of them, tests included.
 ALL_MODELS = list(REGISTRY)
+#: The PVTv2 and PVTv1 families' variants (PVTv1 has no timm peer and classifies from a class token).
+V2_MODELS = [name for name, v in REGISTRY.items() if v.family == "pvt_v2"]
+V1_MODELS = [name for name, v in REGISTRY.items() if v.family == "pvt_v1"]
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -25,7 +25,9 @@ def test_every_user_reads_the_record(name):
 
 def test_records_follow_the_official_patterns():
     for name, v in REGISTRY.items():
-        assert v.name == name and v.family == "pvt_v2"
+        if v.family != "pvt_v2":  # PVTv1's records: tests/test_pvt_v1.py
+            continue
+        assert v.name == name
         assert v.hub_id == f"timm/{name}.in1k" and v.url.endswith(f"/download/v2/{name}.pth")
         # configs/pvt_v2: the deep variants (b3-b5) train with drop path 0.3 and clipping 1.0.
         assert (v.drop_path, v.clip_grad) == ((0.3, 1.0) if sum(v.depths) > 20 else (0.1, 0.0)), name

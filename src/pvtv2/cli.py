@@ -304,10 +304,41 @@ def cmd_export(args) -> int:
 
 def cmd_flops(args) -> int:
     from . import list_models
-    from .bench.run import flops_rows, format_flops
+    from .bench.flops import flops_rows, format_rows
+    from .errors import ConfigError
 
-    rows = flops_rows(list_models() if args.model == "all" else [args.model], args.img_size, args.width)
-    print(json.dumps(rows, indent=2) if args.json else format_flops(rows))
+    if args.scaling:
+        from .bench.complexity import format_table, write_study
+
+        study = write_study(args.out, **({"sizes": tuple(args.sizes)} if args.sizes else {}))
+        print(format_table(study))
+        print(f"wrote {args.out}/complexity.json and {args.out}/complexity.png")
+        return 0
+    if args.img_size is not None and len(args.img_size) not in (1, 2):
+        raise ConfigError(f"--img-size takes H or H W, got {len(args.img_size)} numbers")
+    size = None
+    if args.img_size is not None:
+        h = args.img_size[0]
+        size = (h, args.img_size[1] if len(args.img_size) == 2 else args.width or h)
+    elif args.width is not None:
+        raise ConfigError("--width needs --img-size H (or give --img-size H W)")
+    names = list_models(family="all") if args.model == "all" else [args.model]
+    rows = flops_rows(names, task=args.task, kind=args.kind, img_size=size, num_classes=args.num_classes)
+    if args.json:
+        _print_json(rows)
+    else:
+        print(format_rows(rows))
+    return 0
+
+
+def cmd_ablation(args) -> int:
+    from .ablation import format_table, run_ablation
+
+    results = run_ablation()
+    if args.json:
+        _print_json(results)
+    else:
+        print(format_table(results))
     return 0
 
 
@@ -326,11 +357,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from . import create_model, list_models
+    from . import list_models
+    from .registry import get_variant
 
-    for name in list_models():
-        m = create_model(name)
-        print(f"{name:14s} {sum(p.numel() for p in m.parameters()):>12,d} parameters  widths {m.embed_dims}")
+    for name in list_models(family=args.family):
+        v = get_variant(name)
+        print(f"{name:14s} {v.family:7s} {v.num_params:>12,d} parameters  widths {list(v.embed_dims)}  "
+              f"depths {list(v.depths)}")
     return 0
 
 
@@ -484,12 +517,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the checkpoint)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("flops", help="parameters and FLOPs (multiply-adds, the paper's convention)")
-    p.add_argument("--model", default="all", help="a variant or 'all'")
-    p.add_argument("--img-size", default=224, help="input height (and width unless --width)", **size)
-    p.add_argument("--width", default=None, **size)
+    p = sub.add_parser("flops", help="parameters and FLOPs (multiply-adds, the paper's convention) of classifiers, "
+                                     "detectors and segmenters; or the complexity figure")
+    p.add_argument("--model", default="all", help="a variant or 'all' (PVTv2 and PVTv1)")
+    p.add_argument("--task", default="classify", choices=["classify", "detect", "segment"],
+                   help="classify: the classifier; detect: a detector (--kind); segment: Semantic FPN")
+    p.add_argument("--kind", default=None, help="--task detect: the detector (default retinanet; maskrcnn, ...)")
+    p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="H [W]",
+                   help="input height and width (default: 224; detect 1280 800 as get_flops.py; segment 512)")
+    p.add_argument("--width", type=int, default=None, help="input width (older spelling of --img-size H W)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes (default: ImageNet 1000, COCO 80, ADE20K 150)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--scaling", action="store_true",
+                   help="the complexity figure instead: GFLOPs against input scale for PVTv1-Small, PVTv2-B2, "
+                        "PVTv2-B2-Li, ResNet-50 and ViT-Small/16 (JSON + log-log plot in --out)")
+    p.add_argument("--out", default="benchmarks/results/complexity", help="--scaling: output folder")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="--scaling: square input sides (default 224 448 672 896 1120 1344)")
     p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("ablation", help="the PVTv2 paper's ablation (PVTv1-Small -> PVTv2-B2-Li): parameters and "
+                                        "GFLOPs of each row's classifier and RetinaNet beside the paper's")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("bench", help="throughput/latency/memory, side by side with timm; or the complexity study")
     p.add_argument("--model", nargs="+", default=["pvt_v2_b0"], help="one or more variants")
@@ -515,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("models", help="list the variants with their parameter counts")
+    p.add_argument("--family", default="all", help="pvt_v2 (v2), pvt_v1 (v1) or all")
     p.set_defaults(func=cmd_models)
     return parser
 

@@ -7,6 +7,7 @@ official checkpoints load without renaming; other formats are mapped in
 """
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -66,7 +67,8 @@ class PVTv2Config:
     img_size: int = 224
     # Backbone use (mmdet's and timm's conventions): which stages forward_features returns
     # (0-3), how many leading stages are frozen (no gradients, kept in eval mode), and
-    # whether forward itself returns those maps (timm's ``features_only``; no head).
+    # whether forward itself returns those maps (timm's ``features_only``; no head, and for
+    # PVTv1 no class token or final norm: the dense-prediction backbones use this).
     out_indices: tuple[int, ...] = (0, 1, 2, 3)
     frozen_stages: int = 0
     features_only: bool = False
@@ -158,7 +160,8 @@ class PyramidVisionTransformerV2(nn.Module):
 
         # Stochastic depth grows linearly over all blocks, 0 -> drop_path_rate.
         total = sum(config.depths)
-        rates = torch.linspace(0, config.drop_path_rate, total).tolist() if total else []
+        # On the CPU even when building on the meta device (for FLOPs counting): .tolist() needs data.
+        rates = torch.linspace(0, config.drop_path_rate, total, device="cpu").tolist() if total else []
         start = 0
         for i, (dim, depth) in enumerate(zip(config.embed_dims, config.depths)):
             patch_embed = OverlapPatchEmbed(
@@ -197,7 +200,11 @@ class PyramidVisionTransformerV2(nn.Module):
                 setattr(self, f"norm{i + 1}", nn.LayerNorm(dim, eps=config.norm_eps))
         if config.pos_embed:
             self.pos_drop = nn.Dropout(config.drop_rate)
-        if config.cls_token:
+        if config.cls_token and not config.features_only:
+            # A features-only PVTv1 is the official detection backbone (detection/pvt.py): no
+            # class token or final norm, which its maps never use (DDP would find them without
+            # gradients); stage 4's position embedding keeps the class token's row, so the
+            # classification weights still fit it.
             self.cls_token = nn.Parameter(torch.zeros(1, 1, self.num_features))
             self.norm = nn.LayerNorm(self.num_features, eps=config.norm_eps)
         self.head = nn.Linear(self.num_features, config.num_classes) if config.num_classes > 0 else nn.Identity()
@@ -350,7 +357,8 @@ class PyramidVisionTransformerV2(nn.Module):
         if self.config.cls_token and stage == 3:
             pos = pos[:, 1:]
         side = -(-self.config.img_size // (4 * 2**stage))
-        if (H, W) == (side, side) and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        # Tracers and exporters keep H and W symbolic: comparing them would specialise the graph.
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and (H, W) == (side, side):
             return pos
         grid = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
         return F.interpolate(grid, size=(H, W), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
@@ -433,9 +441,18 @@ VARIANTS: dict[str, dict[str, Any]] = {name: v.architecture() for name, v in REG
 DEFAULT_DROP_PATH: dict[str, float] = {name: v.drop_path for name, v in REGISTRY.items()}
 
 
-def list_models() -> list[str]:
-    """Names of the PVTv2 variants, smallest first."""
-    return variant_names("pvt_v2")
+def list_models(pattern: str | None = None, *, family: str | None = None) -> list[str]:
+    """Names of registered variants, in registry order (smallest first within a family).
+
+    With no arguments: the PVTv2 variants (``pvt_v2_b0`` ... ``pvt_v2_b5``), as always.
+    ``family``: ``"pvt_v1"``/``"v1"`` (``pvt_tiny`` ... ``pvt_large``), ``"pvt_v2"``/``"v2"``,
+    or ``"all"``. ``pattern``: a shell-style filter over every family unless ``family`` is
+    given (``list_models("pvt_v2_b2*")``, ``list_models("pvt_*")`` lists all).
+    """
+    if family is None:
+        family = "pvt_v2" if pattern is None else "all"
+    names = variant_names(None if family == "all" else family)
+    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
 def variant_config(name: str, **overrides: Any) -> PVTv2Config:

@@ -1,6 +1,6 @@
-"""What ``pvtv2 bench`` and ``pvtv2 flops`` run: the speed comparisons against timm, the
-scaling study, and the FLOPs table, each printed as it goes. The CLI only parses flags into
-these calls."""
+"""What ``pvtv2 bench`` runs: the speed comparisons against timm and the scaling study, each
+printed as it goes (``pvtv2 flops`` is :func:`pvtv2.bench.flops.flops_rows`). The CLI only
+parses flags into these calls."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,30 +9,6 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..fileio import atomic_write
-
-
-def flops_rows(names: Sequence[str], img_size: int = 224, width: int | None = None) -> list[dict[str, Any]]:
-    """Parameters and multiply-adds of each variant at ``img_size`` (x ``width``), with the
-    paper's number at 224 pixels."""
-    from ..factory import create_model
-    from .flops import PAPER_GFLOPS, count_flops
-
-    rows = []
-    for name in names:
-        r = count_flops(create_model(name), (img_size, width or img_size))
-        rows.append({"model": name, "img_size": img_size, "params_m": round(r["params"] / 1e6, 2),
-                     "gflops": round(r["flops"] / 1e9, 3),
-                     "paper_gflops": PAPER_GFLOPS.get(name) if img_size == 224 and width in (None, 224) else None,
-                     "by_kind": r["by_kind"]})
-    return rows
-
-
-def format_flops(rows: list[dict[str, Any]]) -> str:
-    """The rows of :func:`flops_rows` as a table."""
-    size = rows[0]["img_size"] if rows else 224
-    lines = [f"{'model':14s} {'params (M)':>10s} {'GFLOPs':>8s} {'paper':>6s}   (multiply-adds, mmcv convention, at {size}px)"]
-    lines += [f"{r['model']:14s} {r['params_m']:10.2f} {r['gflops']:8.2f} {r['paper_gflops'] or '':>6}" for r in rows]
-    return "\n".join(lines)
 
 
 def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, batch_size: int = 8, img_size: int = 224,

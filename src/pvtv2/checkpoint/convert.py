@@ -14,7 +14,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..fileio import atomic_write
-from .formats import FROM_PVTV2, canonical_format, pvtv2_config_to_transformers
+from .formats import FROM_PVTV2, canonical_format, family_of, pvtv2_config_to_transformers
 from .io import CONFIG_FILE, save_file, save_pretrained, write_safetensors
 from .load import build_pretrained
 
@@ -65,7 +65,8 @@ def convert(src: Any, dst: str | os.PathLike, *, to: str = "pvtv2", name: str | 
 
     ``pvtv2`` writes a folder (``config.json`` + ``model.safetensors``) or, for a ``dst``
     ending in ``.safetensors``, one file; ``transformers`` a folder; ``official`` and ``timm``
-    a ``.pth``/``.pt``/``.bin`` (torch.save) or ``.safetensors`` file. An existing ``dst``
+    a ``.pth``/``.pt``/``.bin`` (torch.save) or ``.safetensors`` file. PVTv1 converts to every
+    format but ``timm`` (which has no PVTv1). An existing ``dst``
     (a non-empty folder) is refused unless ``overwrite=True``; ``dst`` may never be ``src``
     or contain it. Raises :class:`CheckpointError`.
     """
@@ -74,6 +75,10 @@ def convert(src: Any, dst: str | os.PathLike, *, to: str = "pvtv2", name: str | 
     kind = _destination_kind(dst, to)
     _check_destination(src, dst, kind, to, overwrite)
     model = build_pretrained(name, src, num_classes=None)
+    if to == "timm" and family_of(model.config) != "pvt_v2":
+        what = "PVTv1" if family_of(model.config) == "pvt_v1" else "a PVTv2 ablation mixture"
+        raise CheckpointError(f"{src}: timm has the standard PVTv2 models only, and this is {what} "
+                              f"({model.config.name or 'unnamed'}); convert to pvtv2, official or transformers instead")
     if to == "pvtv2":
         return save_file(model, dst) if kind == "file" else save_pretrained(model, dst)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -35,7 +35,7 @@ def resolve_source(source: Any, name: str | None = None) -> Any:
     if source is True:
         if name not in HUB_IDS:
             raise CheckpointError(f"no published weights known for {name!r}; pass a file, folder or hub id")
-        return resolve_hub(HUB_IDS[name], filename="model.safetensors")
+        return resolve_hub(HUB_IDS[name], filename=REGISTRY[name].hub_file)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         if path.exists():

@@ -192,7 +192,7 @@ def _read_folder(path: Path) -> Checkpoint:
         ckpt.format = "pvtv2"
         ckpt.config = config_from_dict(cfg.get("config"), cfg_path, "its 'config' entry")
         ckpt.class_names = cfg.get("class_names")
-    elif cfg.get("model_type") == "pvt_v2":
+    elif cfg.get("model_type") in ("pvt_v2", "pvt"):  # transformers' PVTv2 / PVTv1
         head = ckpt.state_dict.get("head.weight")
         ckpt.config = transformers_config_to_pvtv2(cfg, num_classes=int(head.shape[0]) if head is not None else 0)
         labels = cfg.get("id2label") or {}
@@ -201,7 +201,7 @@ def _read_folder(path: Path) -> Checkpoint:
     elif "architecture" in cfg:  # a timm hub repo: the architecture follows from the weights
         pass
     else:
-        raise CheckpointError(f"{cfg_path}: neither a pvtv2, a transformers pvt_v2 nor a timm config")
+        raise CheckpointError(f"{cfg_path}: neither a pvtv2, a transformers pvt_v2 / pvt nor a timm config")
     return ckpt
 
 

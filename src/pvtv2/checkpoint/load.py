@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..model import PVTv2Config, PyramidVisionTransformerV2, variant_config
-from .formats import describe_keys, infer_config, match_variant_name
+from .formats import describe_keys, infer_config, match_variant
 from .io import Checkpoint, config_from_dict, json_entry, read_checkpoint
 
 
@@ -53,8 +53,8 @@ def check_values(tensors: Mapping[str, torch.Tensor], own: Mapping[str, torch.Te
 def _variant_hint(ckpt_cfg: PVTv2Config | None, model: PyramidVisionTransformerV2) -> str:
     if ckpt_cfg is None:
         return ""
-    theirs = ckpt_cfg.name or match_variant_name(ckpt_cfg.embed_dims, ckpt_cfg.depths, ckpt_cfg.attention)
-    ours = model.config.name or match_variant_name(model.config.embed_dims, model.config.depths, model.config.attention)
+    theirs = ckpt_cfg.name or match_variant(ckpt_cfg)
+    ours = model.config.name or match_variant(model.config)
     if theirs and theirs != ours:
         return f"; this looks like a {theirs} checkpoint; you built {ours or 'a custom PVTv2'}"
     return ""
@@ -86,12 +86,24 @@ def _drop_head(sd: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor], mod
         warnings.warn(msg, stacklevel=4)
 
 
+def _drop_class_token(sd: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor], report: LoadReport) -> None:
+    """A features-only PVTv1 (the detection backbone) has no class token or final norm: leave
+    a classifier's out, as the official detection code does (it loads non-strictly)."""
+    unused = [k for k in sd if (k == "cls_token" or k.startswith("norm.")) and k not in own]
+    if unused and "pos_embed1" in own:
+        for k in unused:
+            sd.pop(k)
+        report.notes.append("class token and final norm not loaded: a features-only PVTv1 (dense-prediction "
+                            "backbone) does not use them")
+
+
 def apply_state_dict(model: PyramidVisionTransformerV2, ckpt: Checkpoint, *, strict: bool = True) -> LoadReport:
     """Load a pvtv2-layout :class:`Checkpoint` into ``model``; see :func:`load_checkpoint`."""
     sd = dict(ckpt.state_dict)
     own = model.state_dict()
     report = LoadReport(source=ckpt.source, format=ckpt.format, loaded=0)
     _drop_head(sd, own, model, report)
+    _drop_class_token(sd, own, report)
     report.missing = sorted(k for k in own if k not in sd and not (report.head_reinitialized and k.startswith("head.")))
     report.unexpected = sorted(k for k in sd if k not in own)
     report.mismatched = sorted(f"{k} (checkpoint {tuple(sd[k].shape)}, model {tuple(own[k].shape)})"
@@ -142,7 +154,7 @@ def load_checkpoint(model: PyramidVisionTransformerV2, source: Any, *, strict: b
 
 def _same_architecture(a: PVTv2Config, b: PVTv2Config) -> bool:
     fields_ = ("embed_dims", "depths", "num_heads", "mlp_ratios", "sr_ratios", "attention", "patch_embed", "conv_ffn",
-               "qkv_bias", "in_chans", "pos_embed", "cls_token", "stage_norms")
+               "qkv_bias", "in_chans", "pos_embed", "cls_token", "stage_norms") + (("img_size",) if a.pos_embed else ())
     return all(tuple(map(float, getattr(a, f))) == tuple(map(float, getattr(b, f))) if isinstance(getattr(a, f), tuple)
                else getattr(a, f) == getattr(b, f) for f in fields_)
 

@@ -59,8 +59,10 @@ class PVTv2FPN(nn.Module):
 
 def create_backbone(backbone_name: str, kind: str, *, pretrained_backbone: Any = None, drop_path_rate: float = 0.1,
                     **overrides: Any) -> PVTv2FPN:
-    body = create_model(backbone_name, num_classes=0, pretrained=pretrained_backbone, drop_path_rate=drop_path_rate,
-                        **overrides)
+    # features_only: the maps alone (a PVTv1 then has no class token or final norm, as the
+    # official detection backbone).
+    body = create_model(backbone_name, features_only=True, pretrained=pretrained_backbone,
+                        drop_path_rate=drop_path_rate, **overrides)
     return _with_fpn(body, kind)
 
 

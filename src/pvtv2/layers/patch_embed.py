@@ -33,7 +33,8 @@ class OverlapPatchEmbed(nn.Module):
         if not self.overlap:
             pad_h = (-x.shape[-2]) % self.stride
             pad_w = (-x.shape[-1]) % self.stride
-            if pad_h or pad_w:
+            # Tracers and exporters keep H and W symbolic: testing the pads would specialise them.
+            if torch.jit.is_tracing() or torch.compiler.is_compiling() or pad_h or pad_w:
                 x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x)
         H, W = x.shape[-2], x.shape[-1]

@@ -74,7 +74,8 @@ def create_segmenter(backbone_name: str, num_classes: int, *, pretrained_backbon
     anything :func:`pvtv2.create_model`'s ``pretrained`` takes (the classifier head is dropped)."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    backbone = create_model(backbone_name, num_classes=0, pretrained=pretrained_backbone,
+    # features_only: the maps alone (a PVTv1 then has no class token or final norm).
+    backbone = create_model(backbone_name, features_only=True, pretrained=pretrained_backbone,
                             drop_path_rate=drop_path_rate, **overrides)
     return SemanticFPN(backbone, num_classes)
 
