@@ -1,12 +1,21 @@
-"""PVTv2 + FPN backbones for torchvision's detectors (RetinaNet, Faster R-CNN, Mask R-CNN).
+"""PVTv2 + FPN backbones for torchvision's detectors (RetinaNet, Faster R-CNN, Mask R-CNN,
+FCOS) and ours on torchvision's parts (ATSS, GFL, Sparse R-CNN).
 
-Only the glue is ours: the FPN, anchor generators, heads, RoI ops, losses and box coding
-are torchvision's. The necks follow whai362/PVT ``detection/configs``:
+For torchvision's detectors only the glue is ours: the FPN, anchor generators, heads, RoI ops,
+losses and box coding are torchvision's. The necks follow whai362/PVT ``detection/configs``:
 
 * RetinaNet (``retinanet_pvt_v2_*_fpn_1x_coco.py``): FPN over stages 2-4 (``start_level=1``),
   256 channels, P6/P7 from stage 4's map (``add_extra_convs='on_input'``), 5 levels P3-P7.
 * Faster/Mask R-CNN (``mask_rcnn_pvt_v2_*_fpn_1x_coco.py``): FPN over all 4 stages, 256
   channels, P6 by max-pooling P5 (``num_outs=5``), 5 levels P2-P6.
+* ATSS / GFL (``atss_pvt_v2_*_fpn_3x_mstrain_fp16.py``, ``gfl_...``): stages 2-4, P6/P7 by
+  stride-2 convs on P5's output without a ReLU between them (``add_extra_convs='on_output'``,
+  MMDetection's default ``relu_before_extra_convs=False``), P3-P7.
+* Sparse R-CNN (``sparse_rcnn_pvt_v2_*_fpn_300_proposals_crop_mstrain_480-800_3x_coco.py``): all 4
+  stages, ``num_outs=4``: no extra level, P2-P5.
+* FCOS (no official PVT config): torchvision's ``fcos_resnet50_fpn`` neck, stages 2-4 with
+  P6/P7 from P5's output and a ReLU before P7 (MMDetection's FCOS sets
+  ``relu_before_extra_convs=True`` too), P3-P7.
 """
 from __future__ import annotations
 
@@ -18,17 +27,49 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+import torch.nn.functional as F
+from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.ops import FeaturePyramidNetwork
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
 from ..checkpoint import TaskFile, load_task_file, save_task_file
 from ..errors import CheckpointError
 from ..factory import create_model
 from ..model import PyramidVisionTransformerV2
+from .atss import ATSS
+from .gfl import GFL
+from .sparse_rcnn import SparseRCNN
 
-DETECTORS = {"retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN}
+DETECTORS = {"retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN, "fcos": FCOS, "atss": ATSS,
+             "gfl": GFL, "sparse_rcnn": SparseRCNN}
 KINDS = tuple(DETECTORS)
+
+#: The neck of each kind's official config (see the module docstring): the first PVTv2 stage
+#: the FPN reads (1-based) and how the levels above the last stage are made.
+NECKS = {"retinanet": (2, "p6p7"), "fasterrcnn": (1, "maxpool"), "maskrcnn": (1, "maxpool"),
+         "fcos": (2, "p6p7_on_output_relu"), "atss": (2, "p6p7_on_output"), "gfl": (2, "p6p7_on_output"),
+         "sparse_rcnn": (1, "none")}
+EXTRA_LEVELS = {"maxpool": [64], "p6p7": [64, 128], "p6p7_on_output": [64, 128], "p6p7_on_output_relu": [64, 128],
+                "none": []}
+
+
+class P6P7OnOutput(ExtraFPNBlock):
+    """P6 = 3x3 stride-2 conv on P5 (the FPN's output), P7 = the same on P6, with or without a
+    ReLU before P7 (MMDetection's ``relu_before_extra_convs``)."""
+
+    def __init__(self, channels: int, *, relu: bool):
+        super().__init__()
+        self.p6 = nn.Conv2d(channels, channels, 3, 2, 1)
+        self.p7 = nn.Conv2d(channels, channels, 3, 2, 1)
+        for m in (self.p6, self.p7):
+            nn.init.kaiming_uniform_(m.weight, a=1)
+            nn.init.zeros_(m.bias)
+        self.relu = relu
+
+    def forward(self, p: list[torch.Tensor], c: list[torch.Tensor], names: list[str]):
+        p6 = self.p6(p[-1])
+        p7 = self.p7(F.relu(p6) if self.relu else p6)
+        return p + [p6, p7], names + ["p6", "p7"]
 
 
 class PVTv2FPN(nn.Module):
@@ -45,12 +86,15 @@ class PVTv2FPN(nn.Module):
             extra_blocks = LastLevelMaxPool()
         elif extra == "p6p7":
             extra_blocks = LastLevelP6P7(in_channels[-1], out_channels)  # from C5: mmdet's 'on_input'
+        elif extra in ("p6p7_on_output", "p6p7_on_output_relu"):
+            extra_blocks = P6P7OnOutput(out_channels, relu=extra.endswith("relu"))
+        elif extra == "none":
+            extra_blocks = None
         else:
-            raise ValueError(f"extra levels must be 'maxpool' or 'p6p7', got {extra!r}")
+            raise ValueError(f"extra levels must be one of {', '.join(EXTRA_LEVELS)}, got {extra!r}")
         self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=extra_blocks)
         self.out_channels = out_channels
-        self.strides = [2 ** (s + 1) for s in range(first_stage, 5)] + (
-            [64] if extra == "maxpool" else [64, 128])
+        self.strides = [2 ** (s + 1) for s in range(first_stage, 5)] + EXTRA_LEVELS[extra]
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         feats = self.body.forward_features(x)[self.first_stage - 1:]
@@ -68,9 +112,10 @@ def create_backbone(backbone_name: str, kind: str, *, pretrained_backbone: Any =
 
 def _with_fpn(body: PyramidVisionTransformerV2, kind: str) -> PVTv2FPN:
     """The neck of the official configs for ``kind`` (see the module docstring)."""
-    if kind == "retinanet":
-        return PVTv2FPN(body, first_stage=2, extra="p6p7")
-    return PVTv2FPN(body, first_stage=1, extra="maxpool")
+    if kind not in NECKS:
+        raise ValueError(f"unknown detector kind {kind!r}; choose one of {', '.join(KINDS)}")
+    first_stage, extra = NECKS[kind]
+    return PVTv2FPN(body, first_stage=first_stage, extra=extra)
 
 
 def create_detector(kind: str, backbone_name: str, num_classes: int, *, pretrained_backbone: Any = None,
@@ -78,10 +123,11 @@ def create_detector(kind: str, backbone_name: str, num_classes: int, *, pretrain
                     **kwargs: Any) -> nn.Module:
     """A torchvision detector on a PVTv2 + FPN backbone.
 
-    ``kind``: ``retinanet``, ``fasterrcnn`` or ``maskrcnn``. ``num_classes`` counts the object
-    categories; targets use labels ``1..num_classes`` (0 is the background, as torchvision).
+    ``kind``: one of :data:`KINDS` (``retinanet``, ``fasterrcnn``, ``maskrcnn``, ``fcos``,
+    ``atss``, ``gfl``, ``sparse_rcnn``). ``num_classes`` counts the object categories; targets
+    use labels ``1..num_classes`` (0 is the background, as torchvision).
     ``min_size``/``max_size``: the 1333x800-style test resize of the official configs.
-    Other keyword arguments go to the torchvision model (score thresholds, NMS...).
+    Other keyword arguments go to the detector (score thresholds, NMS...).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown detector kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -95,11 +141,13 @@ def create_detector(kind: str, backbone_name: str, num_classes: int, *, pretrain
 
 def save_detector(model: nn.Module, path: str | os.PathLike, *, class_names: list[str],
                   extra: dict[str, Any] | None = None) -> Path:
-    """Safetensors weights with the detector kind, backbone config, class names, resize and
-    ``extra`` (e.g. the COCO category ids) in the metadata: :func:`load_detector` needs nothing else."""
+    """Safetensors weights with the detector kind, backbone config, class names, resize, the
+    head's shape settings (``model.arch``: Sparse R-CNN's proposals and stages...) and ``extra``
+    (e.g. the COCO category ids) in the metadata: :func:`load_detector` needs nothing else."""
     t = model.transform
     return save_task_file(model, path, task="detect", backbone=model.backbone.body, class_names=class_names,
-                          extra=extra, kind=model.kind, min_size=json.dumps(list(t.min_size)), max_size=str(t.max_size))
+                          extra=extra, kind=model.kind, min_size=json.dumps(list(t.min_size)), max_size=str(t.max_size),
+                          arch=json.dumps(getattr(model, "arch", {})))
 
 
 def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu", **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
@@ -108,9 +156,11 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
     def build(f: TaskFile) -> nn.Module:
         kind = f.metadata.get("kind")
         if kind not in DETECTORS:
-            raise CheckpointError(f"{f.path}: unknown detector kind {kind!r} in its metadata; expected one of {', '.join(KINDS)}")
+            raise CheckpointError(f"{f.path}: a {kind!r} detector, which this version of pvtv2 does not know "
+                                  f"(it knows {', '.join(KINDS)}); upgrade pvtv2")
+        arch = json.loads(f.metadata.get("arch", "{}"))  # absent in files of the torchvision kinds before it existed
         model = DETECTORS[kind](_with_fpn(f.backbone, kind), num_classes=len(f.class_names) + 1,
-                                min_size=tuple(f.json("min_size")), max_size=int(f.json("max_size")), **kwargs)
+                                min_size=tuple(f.json("min_size")), max_size=int(f.json("max_size")), **{**arch, **kwargs})
         model.kind, model.num_object_classes = kind, len(f.class_names)
         return model
 
