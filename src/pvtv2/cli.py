@@ -79,8 +79,9 @@ def _variant(flag, value):
     from .errors import ConfigError
     from .model import list_models
 
-    if value not in list_models():
-        raise ConfigError(f"{flag} {value}: unknown model; known models: {', '.join(list_models())}")
+    known = list_models(family="all")  # PVTv2 and PVTv1
+    if value not in known:
+        raise ConfigError(f"{flag} {value}: unknown model; known models: {', '.join(known)}")
     return value
 
 
