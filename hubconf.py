@@ -31,7 +31,7 @@ def _variant_entry(name):
     return entry
 
 
-for _name in _pvtv2.list_models():
+for _name in _pvtv2.list_models(family="all"):  # PVTv2 and PVTv1
     globals()[_name] = _variant_entry(_name)
 
 

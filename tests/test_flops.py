@@ -114,6 +114,19 @@ def test_detector_table(name, kind):
         assert within(r["gflops"], paper_gflops), r["gflops"]
 
 
+def test_every_detector_kind_is_counted():
+    """Each kind has its forward_dummy entry; kinds built on ConvGN (conv + GroupNorm + functional
+    ReLU) count the ReLU as mmcv's ConvModule does, so ATSS's two 4-conv towers count exactly the
+    activations of RetinaNet's (same levels, same widths)."""
+    from pvtv2.detection.model import KINDS
+
+    counts = {kind: count_task_flops("detect", "pvt_v2_b2", kind=kind) for kind in KINDS}
+    assert counts["atss"]["by_kind"]["act_pool"] == counts["retinanet"]["by_kind"]["act_pool"] == 8 * 256 * (
+        160 * 100 + 80 * 50 + 40 * 25 + 20 * 13 + 10 * 7)  # P3-P7 of 1280x800
+    # The PVTv2 paper's Table 4: ATSS with PVTv2-B2 258 GFLOPs, with B2-Li 194.
+    assert within(counts["atss"]["gflops"], 258) and within(count_task_flops("detect", "pvt_v2_b2_li", kind="atss")["gflops"], 194)
+
+
 @pytest.fixture(scope="module")
 def ablation():
     return run_ablation()
@@ -166,7 +179,10 @@ def test_flops_command_tasks():
     assert "retinanet at 640x512" in res.stdout and "pvt_small" in res.stdout
     res = subprocess.run(pvtv2_cmd("flops", "--task", "detect", "--kind", "yolo", "--model", "pvt_small"),
                          capture_output=True, text=True, env=ENV)
-    assert res.returncode == 2 and "unknown detector kind 'yolo'" in res.stderr
+    assert res.returncode == 2 and "--kind yolo: unknown detector kind; choose one of retinanet" in res.stderr
+    res = subprocess.run(pvtv2_cmd("flops", "--model", "pvt_v9", "--img-size", "224", "20"), capture_output=True,
+                         text=True, env=ENV)
+    assert res.returncode == 2 and "unknown model" in res.stderr and len(res.stderr.splitlines()) == 1
     # Away from the paper's size there is no paper number to compare with.
     assert flops_rows(["pvt_tiny"], task="segment", img_size=(256, 256))[0]["paper_gflops"] is None
 

@@ -79,9 +79,37 @@ def _variant(flag, value):
     from .errors import ConfigError
     from .model import list_models
 
-    if value not in list_models():
-        raise ConfigError(f"{flag} {value}: unknown model; known models: {', '.join(list_models())}")
+    known = list_models(family="all")  # PVTv2 and PVTv1
+    if value not in known:
+        raise ConfigError(f"{flag} {value}: unknown model; known models: {', '.join(known)}")
     return value
+
+
+def _variant_or_all(flag, value):
+    return value if value == "all" else _variant(flag, value)
+
+
+def _detector_kind(flag, value):
+    from .detection.model import KINDS
+    from .errors import ConfigError
+
+    if value not in KINDS:
+        raise ConfigError(f"{flag} {value}: unknown detector kind; choose one of {', '.join(KINDS)}")
+    return value
+
+
+def _sides(count: tuple[int, int] | None = None):
+    """Checks a list of image sides (pixels, at least 32 each; ``count``: how many are allowed)."""
+    from .engine import check_range
+    from .errors import ConfigError
+
+    def check(flag, values):
+        if count and not count[0] <= len(values) <= count[1]:
+            raise ConfigError(f"{flag}: give {' or '.join(map(str, range(count[0], count[1] + 1)))} numbers, "
+                              f"got {len(values)}")
+        return [check_range(flag, v, min=32) for v in values]
+
+    return check
 
 
 def _writable_file(path: str, flag: str):
@@ -314,8 +342,6 @@ def cmd_flops(args) -> int:
         print(format_table(study))
         print(f"wrote {args.out}/complexity.json and {args.out}/complexity.png")
         return 0
-    if args.img_size is not None and len(args.img_size) not in (1, 2):
-        raise ConfigError(f"--img-size takes H or H W, got {len(args.img_size)} numbers")
     size = None
     if args.img_size is not None:
         h = args.img_size[0]
@@ -519,21 +545,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("flops", help="parameters and FLOPs (multiply-adds, the paper's convention) of classifiers, "
                                      "detectors and segmenters; or the complexity figure")
-    p.add_argument("--model", default="all", help="a variant or 'all' (PVTv2 and PVTv1)")
+    p.add_argument("--model", default="all", help="a variant or 'all' (PVTv2 and PVTv1)", check=_variant_or_all,
+                   **checked)
     p.add_argument("--task", default="classify", choices=["classify", "detect", "segment"],
                    help="classify: the classifier; detect: a detector (--kind); segment: Semantic FPN")
-    p.add_argument("--kind", default=None, help="--task detect: the detector (default retinanet; maskrcnn, ...)")
-    p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="H [W]",
+    p.add_argument("--kind", default=None, help="--task detect: the detector (default retinanet; maskrcnn, ...)",
+                   check=_detector_kind, **checked)
+    p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="H [W]", check=_sides((1, 2)), **checked,
                    help="input height and width (default: 224; detect 1280 800 as get_flops.py; segment 512)")
-    p.add_argument("--width", type=int, default=None, help="input width (older spelling of --img-size H W)")
-    p.add_argument("--num-classes", type=int, default=None,
-                   help="classes (default: ImageNet 1000, COCO 80, ADE20K 150)")
+    p.add_argument("--width", default=None, help="input width (older spelling of --img-size H W)", **size)
+    p.add_argument("--num-classes", default=None, help="classes (default: ImageNet 1000, COCO 80, ADE20K 150)",
+                   **count)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--scaling", action="store_true",
                    help="the complexity figure instead: GFLOPs against input scale for PVTv1-Small, PVTv2-B2, "
                         "PVTv2-B2-Li, ResNet-50 and ViT-Small/16 (JSON + log-log plot in --out)")
     p.add_argument("--out", default="benchmarks/results/complexity", help="--scaling: output folder")
-    p.add_argument("--sizes", type=int, nargs="+", default=None,
+    p.add_argument("--sizes", type=int, nargs="+", default=None, check=_sides(), **checked,
                    help="--scaling: square input sides (default 224 448 672 896 1120 1344)")
     p.set_defaults(func=cmd_flops)
 

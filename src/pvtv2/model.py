@@ -338,9 +338,10 @@ class PyramidVisionTransformerV2(nn.Module):
         weight = self.patch_embed1.proj.weight
         # Under autocast the convolutions cast float32/16/bf16 inputs themselves (AMP training, a
         # float32 batch into a bf16 model); outside it the input must match the weights, as in
-        # timm and torchvision, which do not cast either.
-        autocast_casts = x.dtype != torch.float64 and x.device.type in ("cpu", "cuda", "mps", "xpu") \
-            and torch.is_autocast_enabled(x.device.type)  # meta tensors (FLOPs counting) have no autocast
+        # timm and torchvision, which do not cast either. (The meta device, on which FLOPs are
+        # counted from shapes alone, has no autocast to ask about.)
+        autocast_casts = (x.dtype != torch.float64 and x.device.type != "meta"
+                          and torch.is_autocast_enabled(x.device.type))
         if x.dtype != weight.dtype and not autocast_casts:
             raise ValueError(
                 f"input dtype {x.dtype} does not match the model's {weight.dtype}: convert the input with "

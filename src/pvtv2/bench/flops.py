@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..layers import LinearSRA, SpatialReductionAttention
 from ..registry import REGISTRY
 
@@ -157,7 +158,35 @@ def _register_torchvision_detectors() -> None:
     DUMMY_FORWARDS.setdefault(FasterRCNN, _two_stage_dummy)  # Mask R-CNN is a FasterRCNN subclass
 
 
+def _sparse_rcnn_dummy(model: nn.Module, images: torch.Tensor) -> Any:
+    """mmdet ``SparseRCNN.forward_dummy``: backbone + neck, then every stage's dynamic head on the
+    learned proposals (their features from the embedding; RoIAlign counts nothing, so the pooled
+    features are made directly). The dynamic convs' per-proposal matmuls are functional, which mmcv
+    does not count."""
+    features = model.backbone(images)
+    obj = model.init_proposal_features.weight[None]
+    outputs = []
+    for stage in model.stages:
+        roi = images.new_zeros(obj.shape[1], model.backbone.out_channels, *model.box_roi_pool.output_size)
+        logits, deltas, obj = stage(roi, obj)
+        outputs.append((logits, deltas))
+    return features, outputs
+
+
+def _register_pvtv2_detectors() -> None:
+    """The detector kinds of :mod:`pvtv2.detection` that are not torchvision's."""
+    from ..detection.one_stage import ConvGN, OneStageDetector
+    from ..detection.sparse_rcnn import SparseRCNN
+
+    DUMMY_FORWARDS.setdefault(OneStageDetector, _single_stage_dummy)  # ATSS, GFL
+    DUMMY_FORWARDS.setdefault(SparseRCNN, _sparse_rcnn_dummy)
+    # mmcv's ConvModule has a ReLU module, which it counts; ConvGN applies torch.relu (its conv and
+    # GroupNorm are counted by their own rules).
+    RULES.setdefault(ConvGN, ("act_pool", _per_output))
+
+
 _register_torchvision_detectors()
+_register_pvtv2_detectors()
 
 
 def _dummy_forward_for(model: nn.Module) -> Callable[[nn.Module, torch.Tensor], Any] | None:
@@ -250,7 +279,7 @@ def build_task_model(task: str, name: str, *, kind: str | None = None, num_class
         from ..detection.model import create_detector
 
         if kind is None:
-            raise ValueError("--task detect needs a detector --kind (retinanet, fasterrcnn, maskrcnn, ...)")
+            raise ConfigError("--task detect needs a detector --kind (retinanet, fasterrcnn, maskrcnn, ...)")
         model = create_detector(kind, name, n, drop_path_rate=0.0)
         if overrides:  # create_detector's keywords go to torchvision: rebuild the body with the switches
             from ..model import PyramidVisionTransformerV2
@@ -262,7 +291,7 @@ def build_task_model(task: str, name: str, *, kind: str | None = None, num_class
         from ..segmentation.model import create_segmenter
 
         return create_segmenter(name, n, drop_path_rate=0.0, **overrides)
-    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
 
 
 def count_task_flops(task: str, name: str, img_size: tuple[int, int] | None = None, *, kind: str | None = None,
@@ -274,7 +303,7 @@ def count_task_flops(task: str, name: str, img_size: tuple[int, int] | None = No
     model = build_on_meta(lambda: build_task_model(task, name, kind=kind, num_classes=num_classes, **overrides))
     if task == "detect" and _dummy_forward_for(model) is None:
         # A detector's own forward resizes, decodes and runs NMS, none of which the papers count.
-        raise ValueError(f"no FLOPs rule for {type(model).__name__} (--kind {kind}): add the forward mmdet's "
+        raise ConfigError(f"no FLOPs rule for {type(model).__name__} (--kind {kind}): add the forward mmdet's "
                          f"forward_dummy runs for it to pvtv2.bench.flops.DUMMY_FORWARDS")
     r = count_flops(model, size)
     return {**r, "params_m": r["params"] / 1e6, "gflops": r["flops"] / 1e9, "img_size": list(size)}
@@ -296,7 +325,7 @@ def flops_rows(names: list[str], *, task: str = "classify", kind: str | None = N
     """``pvtv2 flops``: one row per variant with our parameters and GFLOPs and, at the task's
     default size, the paper's (``paper_params_m``, ``paper_gflops``; ``None`` where it has none)."""
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if task == "detect" and kind is None:
         kind = "retinanet"
     size = tuple(img_size or DEFAULT_SIZES[task])

@@ -106,7 +106,7 @@ def _loaders(cfg: TrainConfig, env: DistEnv, classes: list[str]):
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train a classifier; returns the final record and the output paths."""
-    return launch(cfg, _train, models=list_models())
+    return launch(cfg, _train, models=list_models(family="all"))
 
 
 def _train(cfg: TrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def iou_types(kind: str) -> tuple[str, ...]:
 
 def train(cfg: DetTrainConfig) -> dict[str, Any]:
     """Train a detector; returns the last record, the best box AP and the output paths."""
-    return launch(cfg, _train, models=list_models(),
+    return launch(cfg, _train, models=list_models(family="all"),
                   curves=dict(loss_keys=("train_loss",), score_label="COCO AP",
                               score_keys=tuple(f"{t}_{m}" for t in iou_types(cfg.kind) for m in ("AP", "AP50"))))
 

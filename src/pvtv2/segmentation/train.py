@@ -85,7 +85,7 @@ def poly_lr(cfg: SegTrainConfig, it: int) -> float:
 
 def train(cfg: SegTrainConfig) -> dict[str, Any]:
     """Train Semantic FPN; returns the last record, the best mIoU and the output paths."""
-    return launch(cfg, _train, models=list_models(),
+    return launch(cfg, _train, models=list_models(family="all"),
                   curves=dict(loss_keys=("train_loss",), score_keys=("mIoU", "mAcc"), score_label="score (%)", x_key="iter"))
 
 
