@@ -32,6 +32,7 @@ def tiny(tmp_path_factory):
 
 
 
+@pytest.mark.slow
 def test_overfits_a_tiny_dataset(tmp_path):
     data = make_classification_dataset(tmp_path / "d", classes=3, train_per_class=6, val_per_class=2,
                                        size=48, seed=3, progress=False)
