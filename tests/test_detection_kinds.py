@@ -226,11 +226,11 @@ def test_sparse_rcnn_learns_its_training_images(shapes96):
                          flip_prob=0.0)
     images, targets, _ = collate_detection([data[i] for i in range(4)])
     torch.manual_seed(0)
-    model = create_detector("sparse_rcnn", "pvt_v2_b0", 3, min_size=96, max_size=96, drop_path_rate=0.0,
+    model = create_detector("sparse_rcnn", "pvt_v2_b0", 3, min_size=64, max_size=64, drop_path_rate=0.0,
                             **SMALL["sparse_rcnn"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-4)
     model.train()
-    for _ in range(80):
+    for _ in range(60):  # AP50 0.81 after 40 steps, 1.0 after 60
         loss = sum(model(images, targets).values())
         optimizer.zero_grad()
         loss.backward()
