@@ -133,14 +133,28 @@ def test_lock_of_a_killed_run_is_free_even_while_its_workers_live(tmp_path):
 def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    stale = [out / ".last.pt.k3j_9x2a.tmp", out / ".best.safetensors.0a1b2c3d.tmp"]
+    # atomic_write's, and the one safetensors' writer makes inside a best.safetensors save
+    stale = [out / ".last.pt.k3j_9x2a.tmp", out / ".best.safetensors.0a1b2c3d.tmp", out / ".tmpAb3xZ9"]
     for p in stale:
         p.write_bytes(b"\0" * 1000)
-    kept = [out / ".notes.tmp", out / "last.pt.backup.tmp", out / "data.tmp"]  # not the pattern of atomic_write
+    kept = [out / ".notes.tmp", out / "last.pt.backup.tmp", out / "data.tmp", out / ".tmp_notes"]  # not those patterns
     for p in kept:
         p.write_text("mine")
     with RunFolder(out):
         assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+def test_safetensors_files_follow_the_umask(tmp_path):
+    """safetensors writes its own temporary (0600) and renames it onto atomic_write's."""
+    from pvtv2.checkpoint.io import write_safetensors
+
+    umask = os.umask(0o027)
+    try:
+        write_safetensors({"w": torch.zeros(2)}, tmp_path / "best.safetensors")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "best.safetensors").stat().st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == ["best.safetensors"]
 
 
 def _limit_file_size(nbytes: int):

@@ -38,8 +38,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would outlive the rename
         write(tmp)
+        # mkstemp's 0600 would outlive the rename. After the write: safetensors writes a
+        # temporary of its own and renames it onto ours, bringing its own 0600 along.
+        os.chmod(tmp, new_file_mode())
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -67,12 +69,14 @@ def prepare_output_folder(out_dir: str | os.PathLike, flag: str | None = None) -
 
 
 # atomic_write's temporaries: mkstemp(prefix=".<name>.", suffix=".tmp") adds 8 random characters.
-_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+# Inside one of them, safetensors' writer (Rust's tempfile crate) makes ".tmp" + 6 letters or digits
+# beside it: a kill during a best.safetensors save leaves that one.
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp|\.tmp[A-Za-z0-9]{6}")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries that :func:`atomic_write` left in ``folder`` when its process was
-    killed mid-save (tens of MB each for a checkpoint); returns what was deleted. Only safe
+    """Delete the temporaries that :func:`atomic_write` (and safetensors' writer inside it) left
+    in ``folder`` when its process was killed mid-save (tens of MB each for a checkpoint); returns what was deleted. Only safe
     while no other process writes there (a training run calls it holding the folder's lock)."""
     removed = []
     for p in Path(folder).iterdir():
