@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import pvtv2
+from pvtv2.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +36,14 @@ def test_mixed_precision_uses_still_work(b0):
         assert half(x.bfloat16()).dtype == torch.bfloat16                 # a converted model, matching input
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert half(x).dtype == torch.bfloat16                        # float32 input to a bf16 model
+
+
+@pytest.mark.parametrize("rate", [1.0, 1.5, -0.1, float("nan")])
+def test_drop_rates_outside_0_1_are_refused_by_create_model(b0, rate):
+    with pytest.raises(ConfigError, match=rf"drop_path_rate must be in \[0, 1\) \(a probability; 0 disables\), "
+                                                rf"got {rate}"):
+        pvtv2.create_model("pvt_v2_b0", drop_path_rate=rate)
+    with pytest.raises(ConfigError, match=r"drop_path_rate must be in \[0, 1\)"):
+        pvtv2.create_model("pvt_v2_b0", pretrained=b0.state_dict(), drop_path_rate=rate)
+    with pytest.raises(ConfigError, match=rf"attn_drop_rate must be in \[0, 1\).*got {rate}"):
+        pvtv2.create_model("pvt_v2_b0", attn_drop_rate=rate)

@@ -20,6 +20,7 @@ from timm.models._features import FeatureInfo, feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .errors import ConfigError
 from .layers import ATTENTION_KINDS, Block, ConvFFN, OverlapPatchEmbed, SpatialReductionAttention
 from .registry import REGISTRY, get_variant, variant_names
 
@@ -89,6 +90,10 @@ class PVTv2Config:
                 raise ValueError(f"embed dim {dim} is not divisible by its {heads} heads")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            rate = getattr(self, key)
+            if not 0 <= rate < 1:  # also refuses NaN; at 1 every block (or feature) would be dropped
+                raise ConfigError(f"{key} must be in [0, 1) (a probability; 0 disables), got {rate}")
         indices = tuple(int(i) % 4 if -4 <= int(i) < 4 else int(i) for i in self.out_indices)
         object.__setattr__(self, "out_indices", indices)
         if not indices or any(not 0 <= i < 4 for i in indices) or list(indices) != sorted(set(indices)):
