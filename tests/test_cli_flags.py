@@ -61,3 +61,42 @@ def test_detect_predict_says_when_nothing_passes_the_threshold(capsys, tmp_path)
                          "--out", tmp_path / "pred")
     assert code == 0 and json.loads(out)["detections"] == []  # a fresh head scores about 0.01
     assert "none scored >= --score-thresh 0.5" in err and "0.05" in err
+
+
+def test_predict_output_file_is_refused_unless_new_or_overwrite(capsys, tmp_path):
+    ckpt = tmp_path / "b0"
+    pvtv2.create_model("pvt_v2_b0", num_classes=2).save_pretrained(ckpt)
+    img = tmp_path / "img.png"
+    Image.new("RGB", (40, 40), "white").save(img)
+    out = tmp_path / "preds.jsonl"
+    out.write_text("earlier\n")
+    predict = ["predict", img, "--checkpoint", ckpt, "--img-size", 32, "--output"]
+
+    def refused(*argv):
+        code, stdout, err = run(capsys, *argv)
+        assert code == 2 and stdout == "" and err.count("\n") == 1, (code, err)
+        return err.removeprefix("pvtv2 predict: error: ").strip()
+
+    assert refused(*predict, out) == f"--output {out} exists; choose another output file, or replace it with --overwrite"
+    assert refused(*predict, tmp_path) == f"--output {tmp_path} is a folder; give the output file's name"
+    assert refused(*predict, img / "p.jsonl") == f"cannot write --output {img / 'p.jsonl'}: {img} is a file, not a folder"
+    assert refused(*predict, img, "--overwrite") == f"--output {img} is {img}, which this command reads; choose another output file"
+    # A failure after the start (here: no such checkpoint) leaves the earlier file whole and no temporary.
+    assert "no-such.safetensors" in refused("predict", img, "--checkpoint", tmp_path / "no-such.safetensors",
+                                            "--output", out, "--overwrite")
+    assert out.read_text() == "earlier\n" and not list(tmp_path.glob(".*.tmp"))
+
+    assert run(capsys, *predict, out, "--overwrite")[:2] == (0, "")
+    (record,) = map(json.loads, out.read_text().splitlines())
+    assert record["path"] == str(img) and len(record["top"]) == 2
+    assert Image.open(img).size == (40, 40) and not list(tmp_path.rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize("command", [["detect", "predict"], ["segment", "predict"]])
+def test_dense_predict_out_must_be_a_writable_folder(capsys, tmp_path, command):
+    (tmp_path / "taken").write_text("a file")
+    code, out, err = run(capsys, *command, tmp_path / "img.png", "--checkpoint", tmp_path / "c.safetensors",
+                         "--out", tmp_path / "taken")
+    assert code == 2 and out == "" and err == (f"pvtv2 {' '.join(command)}: error: --out {tmp_path / 'taken'} is a file, "
+                                               f"not a folder; give a folder for the outputs\n")
+    assert (tmp_path / "taken").read_text() == "a file"

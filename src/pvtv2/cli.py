@@ -173,13 +173,20 @@ def cmd_predict(args) -> int:
     records = predict(args.inputs, args.checkpoint, model=args.model, topk=args.topk, img_size=args.img_size,
                       batch_size=args.batch_size, workers=args.workers, device=args.device,
                       max_image_pixels=args.max_image_pixels)
-    sink = _writable_file(args.output, "--output") if args.output else sys.stdout
-    try:
+    if not args.output:
         for record in records:
-            sink.write(json.dumps(record) + "\n")
-    finally:
-        if args.output:
-            sink.close()
+            sys.stdout.write(json.dumps(record) + "\n")
+        return 0
+    from .fileio import atomic_write, prepare_output_file
+
+    out = prepare_output_file(args.output, "--output", overwrite=args.overwrite, reads=[args.checkpoint, *args.inputs])
+
+    def write(tmp):  # a failure part-way leaves any earlier file as it was
+        with open(tmp, "w") as fh:
+            for record in records:
+                fh.write(json.dumps(record) + "\n")
+
+    atomic_write(out, write)
     return 0
 
 
@@ -432,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", default=0, **workers)
     p.add_argument("--device", default="cpu", **device)
     p.add_argument("--output", default=None, help="write JSON lines here instead of standard output")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--max-image-pixels", type=int, default=None,
                    help="skip images above this many pixels (decompression-bomb guard; default PIL's limit)")
     p.set_defaults(func=cmd_predict)

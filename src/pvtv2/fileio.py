@@ -8,7 +8,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .errors import DataError
 
@@ -65,6 +65,34 @@ def prepare_output_folder(out_dir: str | os.PathLike, flag: str | None = None) -
         raise DataError(f"cannot create the output folder {name}: {e.strerror or e}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise DataError(f"cannot write to the output folder {name}: permission denied")
+    return out
+
+
+def prepare_output_file(path: str | os.PathLike, flag: str | None = None, *, overwrite: bool = False,
+                        reads: Iterable[str | os.PathLike] = ()) -> Path:
+    """Check, before any work, that ``path`` (a file a command writes whole, with
+    :func:`atomic_write`) may be written, or say in one line why not: it is a folder or not a
+    regular file, it exists (unless ``overwrite``), it is one of the files the command ``reads``
+    (never replaced), or its folder cannot be created or written. Creates that folder."""
+    out = Path(path)
+    name = f"{flag} {out}" if flag else str(out)
+    if out.is_dir():
+        raise DataError(f"{name} is a folder; give the output file's name")
+    if out.exists() and not out.is_file():
+        raise DataError(f"{name} is not a regular file; give a file to write (or leave {flag or 'it'} out)")
+    for source in reads:
+        if out.exists() and Path(source).exists() and os.path.samefile(out, source):
+            raise DataError(f"{name} is {source}, which this command reads; choose another output file")
+    if out.exists() and not overwrite:
+        raise DataError(f"{name} exists; choose another output file, or replace it with --overwrite")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise DataError(f"cannot write {name}: {out.parent} is a file, not a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the folder of {name}: {e.strerror or e}") from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write {name}: its folder {out.parent} is not writable")
     return out
 
 
