@@ -1,12 +1,18 @@
 """The FCOS, ATSS, GFL and Sparse R-CNN kinds as whole detectors: the paper's parameter counts,
 the official necks, torchvision's detector interface in training and evaluation, the
 save/load round trip, and the recipe table they read their test settings from."""
+import json
+
 import pytest
 import torch
 from torch import nn
 
 from pvtv2 import create_model
-from pvtv2.detection import KIND_RECIPES, KINDS, create_backbone, create_detector, load_detector, save_detector
+from pvtv2.data import make_detection_dataset
+from pvtv2.detection import (KIND_RECIPES, KINDS, CocoDetection, DetTrainConfig, coco_evaluate, create_backbone,
+                             create_detector, load_detector, save_detector, train)
+from pvtv2.detection.data import collate_detection
+from pvtv2.detection.evaluate import to_coco_results
 from pvtv2.detection.model import DETECTORS, _with_fpn
 
 NEW_KINDS = ["fcos", "atss", "gfl", "sparse_rcnn"]
@@ -180,6 +186,10 @@ def test_recipes_hold_the_official_settings_and_the_models_read_them():
     assert sparse.for_backbone("pvt_v2_b2")["lr"] == pytest.approx(2.5e-5 / 1.4)
     assert sparse.for_backbone("pvt_v2_b2")["batch_size"] == 8
     assert sparse.for_backbone("pvt_v2_b2_li")["lr"] == 2.5e-5 and sparse.clip_grad == 1.0
+    # `detect train --kind sparse_rcnn` without --lr takes its backbone's official rate
+    assert DetTrainConfig(kind="sparse_rcnn", model="pvt_v2_b2").resolved().lr == pytest.approx(2.5e-5 / 1.4)
+    assert DetTrainConfig(kind="sparse_rcnn", model="pvt_v2_b2_li").resolved().lr == 2.5e-5
+    assert DetTrainConfig(kind="atss", model="pvt_v2_b0").resolved().lr == 1e-4
     for kind in ("atss", "gfl"):
         head = _on_meta(kind).head
         assert {k: getattr(head, k) for k in KIND_RECIPES[kind].test} == KIND_RECIPES[kind].test
@@ -187,12 +197,6 @@ def test_recipes_hold_the_official_settings_and_the_models_read_them():
 
 
 # -- short training runs (slow) ---------------------------------------------------------------
-import json
-
-from pvtv2.data import make_detection_dataset
-from pvtv2.detection import CocoDetection, DetTrainConfig, coco_evaluate, train
-from pvtv2.detection.data import collate_detection
-from pvtv2.detection.evaluate import to_coco_results
 
 
 @pytest.fixture(scope="module")

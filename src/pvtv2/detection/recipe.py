@@ -53,7 +53,8 @@ class DetTrainConfig(RunConfig):
 
     def resolved(self) -> "DetTrainConfig":
         out = replace(self)
-        if out.lr is None:
-            out.lr = DEFAULT_LR.get(out.kind)  # an unknown kind is refused by validate()
+        if out.lr is None:  # an unknown kind is refused by validate()
+            recipe = KIND_RECIPES.get(out.kind)
+            out.lr = recipe.for_backbone(out.model)["lr"] if recipe is not None else DEFAULT_LR.get(out.kind)
         out.steps = tuple(out.steps)
         return out
