@@ -4,6 +4,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ENV, VENV_BIN, cli_args, hash_training_state, pvtv2_cmd
@@ -140,6 +141,33 @@ def test_torchrun_two_processes(tmp_path, tiny):
     config = json.loads((out / "config.json").read_text())
     assert config["world_size"] == 2 and config["lr_scaled"] == pytest.approx(5e-3 * 16 / 512)
     assert not list(out.glob("*.tmp")) and load_file(out / "best.safetensors")
+
+
+@pytest.mark.timeout(240)
+def test_torchrun_a_rank_with_only_broken_images_skips_with_the_others(tmp_path, tiny):
+    """Rank 1's first batch (one image) is unreadable while rank 0's is fine: both must skip that
+    step together (a rank skipping alone would leave the other waiting in backward's all-reduce)."""
+    from torch.utils.data import DistributedSampler
+
+    from pvtv2.classification.data import SkippingImageFolder
+
+    data = tmp_path / "d"
+    shutil.copytree(tiny, data)
+    files = [p for p, _ in SkippingImageFolder(data / "train").samples]
+    sampler = DistributedSampler(files, num_replicas=2, rank=1, shuffle=True, seed=0)
+    sampler.set_epoch(0)
+    first_of_rank1 = next(iter(sampler))
+    Path(files[first_of_rank1]).write_bytes(b"not an image")
+    out = tmp_path / "ddp"
+    recipe = {**FAST, "data": str(data), "epochs": 1, "output": str(out), "batch_size": 1, "mixup": 0.0, "cutmix": 0.0,
+              "dist_timeout": 1.0, "log_every": 3}
+    res = subprocess.run([str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "pvtv2", "train",
+                          *cli_args(recipe)], env=ENV, capture_output=True, text=True, timeout=200)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "epoch 0: skipped 1 step(s) on every process" in res.stdout
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert record["skipped_steps"] == 1 and record["skipped_images"] == 1
+    assert record["images_per_second"] > 0 and record["train_loss"] > 0
 
 
 # -- errors and faults -----------------------------------------------------------------

@@ -222,3 +222,106 @@ def test_trainers_lock_their_folder_and_refuse_another_run(tmp_path, task):
     with pytest.raises(ConfigError, match="already holds a run .*last.pt.*--resume.*--overwrite"):
         train(cfg)
     assert (out / "last.pt").read_bytes() == b"a previous run's state"
+
+
+# -- GPU defaults, decided on the CPU -------------------------------------------------------
+def test_backend_settings_decide_tf32_and_determinism_per_device():
+    from pvtv2.engine import BackendSettings, backend_settings
+
+    assert backend_settings("cpu") == BackendSettings()  # the CPU's settings are left alone
+    assert backend_settings("cuda:1") == BackendSettings(matmul_precision="high", cudnn_tf32=True)
+    assert backend_settings("cuda", tf32=False) == BackendSettings(matmul_precision="highest", cudnn_tf32=False)
+    det = backend_settings("cpu", deterministic=True)
+    assert (det.deterministic, det.cudnn_benchmark, det.matmul_precision) == (True, False, None)
+
+
+def test_using_backends_applies_and_restores(monkeypatch):
+    from pvtv2.engine import backend_settings, using_backends
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled()
+    with using_backends(backend_settings("cuda", deterministic=True)):
+        assert torch.get_float32_matmul_precision() == "high"
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.backends.cudnn.benchmark and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert (torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_amp_auto_prefers_bf16_on_gpus_that_have_it():
+    from pvtv2.engine import auto_amp, resolve_amp
+
+    assert auto_amp("cuda", bf16_supported=True) == "bf16"
+    assert auto_amp("cuda", bf16_supported=False) == "fp16"
+    assert auto_amp("cpu", bf16_supported=True) == "none"
+    assert resolve_amp("auto", torch.device("cpu")) == "none"
+
+
+def test_loss_meter_sums_on_the_device_and_stops_on_a_nonfinite_loss():
+    from pvtv2.engine import DistEnv, LossMeter, NonFiniteLossError
+
+    meter = LossMeter(DistEnv())
+    for step, (loss, n) in enumerate([(2.0, 4), (1.0, 2)]):
+        meter.update(torch.tensor(loss), step, weight=n, parts={"a": torch.tensor(loss / 2)})
+    assert meter.read(lambda s: f"step {s}", 1) == {"loss": 10.0, "weight": 6.0, "nonfinite": 0.0, "a": 1.5}
+    meter.update(torch.tensor(1.0), 2)
+    meter.update(torch.tensor(float("inf")), 3)
+    meter.update(torch.tensor(float("nan")), 4)
+    with pytest.raises(NonFiniteLossError, match=r"^loss is inf at step 3$"):
+        meter.read(lambda s: f"step {s}", 4)
+
+
+def test_loss_meter_under_fp16_counts_skipped_steps_and_stops_on_a_run_of_them():
+    from pvtv2.engine import FP16_NONFINITE_PATIENCE, DistEnv, LossMeter, NonFiniteLossError
+
+    meter = LossMeter(DistEnv(), patience=FP16_NONFINITE_PATIENCE)
+    nan = torch.tensor(float("nan"))
+    for step in range(FP16_NONFINITE_PATIENCE):  # GradScaler skips these updates
+        meter.update(nan, step)
+    meter.update(torch.tensor(3.0), FP16_NONFINITE_PATIENCE)
+    assert meter.read(str, 0) == {"loss": 3.0, "weight": 1.0, "nonfinite": FP16_NONFINITE_PATIENCE}
+    for step in range(FP16_NONFINITE_PATIENCE + 1):  # a run that does not recover, split over two reads
+        meter.update(nan, 100 + step)
+        if step == 3:
+            assert meter.read(str, step)["nonfinite"] == 4
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at 104 and in 11 steps in a row"):
+        meter.read(str, 110)
+
+
+def test_seeded_samples_follow_their_seed_not_the_loader():
+    from torch.utils.data import DataLoader, Dataset
+
+    from pvtv2.engine import SeededSampler, SeededSamples
+
+    class Draws(Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return i, random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    sampler = SeededSampler(range(6), seed=3)
+    sampler.set_epoch(2)
+    dataset = SeededSamples(Draws())
+    seed_everything(0)
+    main_process = list(DataLoader(dataset, sampler=sampler, batch_size=None))
+    assert random.random() == (seed_everything(0), random.random())[1]  # the main process's state is put back
+    with_workers = list(DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=2, persistent_workers=True))
+    assert [tuple(map(float, x)) for x in main_process] == [tuple(map(float, x)) for x in with_workers]
+    sampler.set_epoch(3)
+    assert [float(x[1]) for x in DataLoader(dataset, sampler=sampler, batch_size=None)] != \
+           [float(x[1]) for x in main_process]  # another epoch, other draws
+
+
+def test_train_commands_have_the_gpu_flags():
+    from pvtv2.classification import TrainConfig
+    from pvtv2.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "--data", "d", "--no-tf32", "--deterministic", "--log-every", "5",
+                                      "--dist-timeout", "2.5"])
+    cfg = _config_from_args(TrainConfig, args)
+    assert (cfg.tf32, cfg.deterministic, cfg.log_every, cfg.dist_timeout) == (False, True, 5, 2.5)
+    assert TrainConfig().tf32 and not TrainConfig().deterministic and TrainConfig().log_every == 20
+    for argv in (["eval", "--data", "d"], ["segment", "eval", "--data", "d"], ["detect", "eval", "--data", "d"],
+                 ["predict", "x"], ["segment", "predict", "x", "--out", "o"], ["detect", "predict", "x", "--out", "o"]):
+        args = build_parser().parse_args([*argv, "--checkpoint", "c", "--no-tf32", "--workers", "3"])
+        assert (args.tf32, args.workers) == (False, 3), argv

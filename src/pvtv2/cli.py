@@ -163,7 +163,8 @@ def cmd_eval(args) -> int:
     from .classification import evaluate_checkpoint
 
     _print_json(evaluate_checkpoint(args.data, args.checkpoint, model=args.model, img_size=args.img_size,
-                                    batch_size=args.batch_size, workers=args.workers, device=args.device))
+                                    batch_size=args.batch_size, workers=args.workers, device=args.device,
+                                    tf32=args.tf32))
     return 0
 
 
@@ -172,7 +173,7 @@ def cmd_predict(args) -> int:
 
     records = predict(args.inputs, args.checkpoint, model=args.model, topk=args.topk, img_size=args.img_size,
                       batch_size=args.batch_size, workers=args.workers, device=args.device,
-                      max_image_pixels=args.max_image_pixels)
+                      max_image_pixels=args.max_image_pixels, tf32=args.tf32)
     if not args.output:
         for record in records:
             sys.stdout.write(json.dumps(record) + "\n")
@@ -245,7 +246,8 @@ def cmd_detect_eval(args) -> int:
     from .detection import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.data, args.checkpoint, split=args.split, images=args.images, ann=args.ann,
-                                 device=args.device, batch_size=args.batch_size, results_file=args.results)
+                                 device=args.device, batch_size=args.batch_size, results_file=args.results,
+                                 workers=args.workers, tf32=args.tf32)
     for iou_type in ("bbox", "segm"):
         if iou_type in result:
             print(f"{iou_type}:\n{result[iou_type]['summary']}")
@@ -261,7 +263,7 @@ def cmd_detect_predict(args) -> int:
 
     prepare_output_folder(args.out, "--out")
     records = predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh, device=args.device,
-                      max_image_pixels=args.max_image_pixels)
+                      max_image_pixels=args.max_image_pixels, workers=args.workers, tf32=args.tf32)
     return _stream_records(records, lambda ok: _detections_done(ok, args))
 
 
@@ -289,7 +291,8 @@ def cmd_segment_eval(args) -> int:
 
     result = evaluate_checkpoint(args.data, args.checkpoint, split=args.split, mode=args.mode,
                                  scale=tuple(args.scale) if args.scale else None, crop=args.crop,
-                                 reduce_zero_label=args.reduce_zero_label, device=args.device)
+                                 reduce_zero_label=args.reduce_zero_label, device=args.device, workers=args.workers,
+                                 tf32=args.tf32)
     print(format_table(result))
     _print_json(result)
     if args.json:
@@ -304,7 +307,7 @@ def cmd_segment_predict(args) -> int:
     prepare_output_folder(args.out, "--out")
     records = predict(args.inputs, args.checkpoint, args.out, mode=args.mode,
                       scale=tuple(args.scale) if args.scale else None, crop=args.crop, device=args.device,
-                      max_image_pixels=args.max_image_pixels)
+                      max_image_pixels=args.max_image_pixels, workers=args.workers, tf32=args.tf32)
     return _stream_records(records, lambda ok: f"wrote masks and overlays of {len(ok)} image(s) to {args.out}")
 
 
@@ -400,6 +403,11 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _tf32_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                        help="CUDA: fp32 matrix products and convolutions on TF32 tensor cores (--no-tf32: full fp32)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import FORMAT_ALIASES, FORMATS
     from .classification.recipe import TrainConfig
@@ -425,8 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="variant name; optional when the checkpoint carries its config", **variant)
     p.add_argument("--img-size", default=None, help="eval size (default: the checkpoint's training size or 224)", **size)
     p.add_argument("--batch-size", default=64, **count)
-    p.add_argument("--workers", default=2, **workers)
+    p.add_argument("--workers", default=2, help="image-loading processes", **workers)
     p.add_argument("--device", default="auto", **device)
+    _tf32_flag(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes for images or folders, as JSON lines")
@@ -436,8 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", default=5, **count)
     p.add_argument("--img-size", default=None, **size)
     p.add_argument("--batch-size", default=32, **count)
-    p.add_argument("--workers", default=0, **workers)
+    p.add_argument("--workers", default=2, help="image-loading processes", **workers)
     p.add_argument("--device", default="cpu", **device)
+    _tf32_flag(p)
     p.add_argument("--output", default=None, help="write JSON lines here instead of standard output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--max-image-pixels", type=int, default=None,
@@ -479,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ann", default=None, help="instances JSON (default DATA/annotations/instances_{split}2017.json)")
     s.add_argument("--batch-size", default=2, **count)
     s.add_argument("--device", default="auto", **device)
+    s.add_argument("--workers", default=2, help="image-loading processes", **workers)
+    _tf32_flag(s)
     s.add_argument("--results", default=None, help="also write the detections (COCO result format) to this file")
     s.add_argument("--json", default=None, help="also write the evaluation as JSON to this file")
     s.set_defaults(func=cmd_detect_eval)
@@ -490,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep detections scoring at least this (detect eval keeps >= 0.05, as COCO evaluation does)",
                    **checked)
     s.add_argument("--device", default="cpu", **device)
+    s.add_argument("--workers", default=2, help="image-loading processes", **workers)
+    _tf32_flag(s)
     s.add_argument("--max-image-pixels", type=int, default=None,
                    help="skip images above this many pixels (decompression-bomb guard; default PIL's limit)")
     s.set_defaults(func=cmd_detect_predict)
@@ -508,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reduce-zero-label", action=argparse.BooleanOptionalAction, default=None,
                    help="default: as in training")
     s.add_argument("--device", default="auto", **device)
+    s.add_argument("--workers", default=2, help="image-loading processes", **workers)
+    _tf32_flag(s)
     s.add_argument("--json", default=None, help="also write the JSON result to this file")
     s.set_defaults(func=cmd_segment_eval)
     s = ssub.add_parser("predict", help="colour masks and overlays for images or folders; JSON lines")
@@ -518,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", nargs=2, default=None, **size)
     s.add_argument("--crop", default=None, **size)
     s.add_argument("--device", default="cpu", **device)
+    s.add_argument("--workers", default=2, help="image-loading processes", **workers)
+    _tf32_flag(s)
     s.add_argument("--max-image-pixels", type=int, default=None,
                    help="skip images above this many pixels (decompression-bomb guard; default PIL's limit)")
     s.set_defaults(func=cmd_segment_predict)

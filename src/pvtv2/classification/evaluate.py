@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..engine import DistEnv, autocast, init_distributed, progress, require_samples
+from ..engine import DistEnv, autocast, backend_settings, init_distributed, progress, require_samples, using_backends
 from ..errors import DataError
 from .data import SkippingImageFolder, collate_skipping, eval_transform, warn_skipped
 from .predict import load_classifier
@@ -28,7 +28,7 @@ def evaluate(model: nn.Module, loader, *, env: DistEnv, amp: str = "none", show_
         skipped += bad
         if images is None:
             continue
-        images, targets = images.to(device), targets.to(device)
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(images)
         logits = logits.float()
@@ -46,9 +46,17 @@ def evaluate(model: nn.Module, loader, *, env: DistEnv, amp: str = "none", show_
 
 
 def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, model: str | None = None, img_size: int | None = None,
-                        batch_size: int = 64, workers: int = 2, device: str = "auto", amp: str = "none") -> dict[str, Any]:
-    """``pvtv2 eval``: accuracy of a checkpoint on ``data/val`` (or ``data`` itself if it holds class folders)."""
+                        batch_size: int = 64, workers: int = 2, device: str = "auto", amp: str = "none",
+                        tf32: bool = True) -> dict[str, Any]:
+    """``pvtv2 eval``: accuracy of a checkpoint on ``data/val`` (or ``data`` itself if it holds class folders);
+    ``tf32``: TF32 products on CUDA (see :mod:`pvtv2.engine.backends`)."""
     env = DistEnv(device=init_distributed(device).device)
+    with using_backends(backend_settings(env.device, tf32=tf32)):
+        return _evaluate_checkpoint(data, checkpoint, env, model=model, img_size=img_size, batch_size=batch_size,
+                                    workers=workers, amp=amp)
+
+
+def _evaluate_checkpoint(data, checkpoint, env: DistEnv, *, model, img_size, batch_size, workers, amp) -> dict[str, Any]:
     net, names, size, crop = load_classifier(checkpoint, model, device=str(env.device))
     root = Path(data)
     folder = root / "val" if (root / "val").is_dir() else root
@@ -62,7 +70,8 @@ def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, model: str 
     dataset = SkippingImageFolder(folder, eval_transform(img_size or size, crop), classes=names)
     if len(dataset) == 0:
         raise DataError(f"{folder}: no images found")
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping,
+                        pin_memory=env.device.type == "cuda")
     res = evaluate(net, loader, env=env, amp=amp)
     require_samples(res["images"], res["skipped"], f"evaluating on {folder}")
     warn_skipped(res["skipped"], str(folder))

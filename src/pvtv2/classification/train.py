@@ -17,8 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import save_file
-from ..engine import (DistEnv, RunFolder, TrainingStateError, autocast, begin_epoch, check_loss, launch,
-                      make_scaler, optimizer_step, progress, require_samples, resolve_amp, seed_everything, seed_worker)
+from ..engine import (FP16_NONFINITE_PATIENCE, DistEnv, LossMeter, RunFolder, SeededSampler, SeededSamples,
+                      TrainingStateError, autocast, begin_epoch, launch, make_scaler, optimizer_step, progress,
+                      require_samples, resolve_amp, seed_everything, seed_worker)
 from ..errors import DataError
 from ..factory import create_model
 from ..model import list_models
@@ -43,43 +44,61 @@ def train_one_epoch(
     ema: Any = None,
     on_step: Callable[[int], None] | None = None,
     show_progress: bool = True,
+    log_every: int = 20,
 ) -> dict[str, Any]:
     """Train for one pass over ``loader`` (batches of ``(images (B, 3, H, W), targets (B,),
-    skipped files)``); returns mean loss, image count (over processes), seconds, skipped files.
-    A NaN/inf loss raises :class:`~pvtv2.engine.NonFiniteLossError` before the update."""
+    skipped files)``); returns mean loss, image count (over processes), seconds, skipped files and
+    skipped steps. The loss is read every ``log_every`` steps and at the end (see
+    :class:`~pvtv2.engine.LossMeter`): a NaN/inf loss then raises
+    :class:`~pvtv2.engine.NonFiniteLossError` on every process (under fp16, only a run of them).
+
+    A step is skipped by every process when any one has no image left in its batch (all
+    unreadable), so that none waits alone in the gradient all-reduce."""
     model.train()
     device = env.device
-    loss_sum, seen, skipped = 0.0, 0, []
+    meter = LossMeter(env, patience=FP16_NONFINITE_PATIENCE if scaler is not None else 0)
+    totals = {"loss": 0.0, "weight": 0.0, "nonfinite": 0.0}
+    seen, skipped, skipped_steps = 0, [], 0
+    where = lambda step: f"epoch {epoch}, step {step}"  # noqa: E731
     start = time.perf_counter()
     bar = progress(loader, desc=f"train {epoch}", enabled=show_progress and env.is_main)
+    step = -1
     for step, (images, targets, bad) in enumerate(bar):
         if on_step is not None:
             on_step(step)  # per-step learning-rate schedule
         skipped += bad
-        if images is None:
-            continue
-        if mixup_fn is not None and len(images) % 2:  # Mixup pairs images up: needs an even batch
+        if images is not None and mixup_fn is not None and len(images) % 2:  # Mixup pairs images up: needs an even batch
             images, targets = images[:-1], targets[:-1]
-            if len(images) == 0:
-                continue
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        if mixup_fn is not None:
-            images, targets = mixup_fn(images, targets)
-        with autocast(device, amp):
-            loss = criterion(model(images), targets)
-        loss_value = check_loss(loss.item(), f"epoch {epoch}, step {step}")
-        optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=clip_grad)
-        if ema is not None:
-            ema.update(model)
-        loss_sum += loss_value * len(images)
-        seen += len(images)
-        elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                        img_s=f"{seen * env.world_size / max(elapsed, 1e-9):.0f}")
+        if not env.everyone(images is not None and len(images) > 0):
+            skipped_steps += 1
+        else:
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            if mixup_fn is not None:
+                images, targets = mixup_fn(images, targets)
+            with autocast(device, amp):
+                loss = criterion(model(images), targets)
+            optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=clip_grad)
+            if ema is not None:
+                ema.update(model)
+            meter.update(loss, step, weight=len(images))
+            seen += len(images)
+        if (step + 1) % log_every == 0:
+            window = meter.read(where, step)
+            for k in totals:
+                totals[k] += window[k]
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(loss=f"{window['loss'] / max(window['weight'], 1):.3f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                            img_s=f"{seen * env.world_size / max(elapsed, 1e-9):.0f}")
+    window = meter.read(where, step)
+    for k in totals:
+        totals[k] += window[k]
     seconds = time.perf_counter() - start
-    loss_sum, seen = env.all_reduce_sum([loss_sum, float(seen)])
-    return {"loss": loss_sum / max(seen, 1), "images": int(seen), "seconds": seconds, "skipped": skipped}
+    loss_sum, weight, seen_all, nonfinite, skipped_all = env.all_reduce_sum(
+        [totals["loss"], totals["weight"], float(seen), totals["nonfinite"], float(len(skipped))])
+    return {"loss": loss_sum / max(weight, 1), "images": int(seen_all), "seconds": seconds, "skipped": skipped,
+            "skipped_count": int(skipped_all), "skipped_steps": skipped_steps + int(nonfinite)}
 
 
 def _loaders(cfg: TrainConfig, env: DistEnv, classes: list[str]):
@@ -93,8 +112,14 @@ def _loaders(cfg: TrainConfig, env: DistEnv, classes: list[str]):
     else:
         sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed)
     common = dict(num_workers=cfg.workers, collate_fn=collate_skipping, worker_init_fn=seed_worker,
-                  pin_memory=env.device.type == "cuda", persistent_workers=False)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **common)
+                  pin_memory=env.device.type == "cuda")
+    # Every sample seeded from (seed, epoch, rank, position): the workers can persist between epochs. The
+    # loader's own generator: persistent workers draw their base seed once, not every epoch, and that
+    # draw must not shift the global RNG (drop path) of the first epoch a resumed run trains.
+    sampler = SeededSampler(sampler, cfg.seed, env.rank)
+    train_loader = DataLoader(SeededSamples(train_set), batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                              persistent_workers=cfg.workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
+                              **common)
     if len(train_loader) == 0:
         raise DataError(f"{root / 'train'}: {len(train_set)} images give no full batch of {cfg.batch_size}"
                         f"{' per process' if env.distributed else ''}; lower --batch-size")
@@ -163,18 +188,19 @@ def _train(cfg: TrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
         with run.stopping_on_nonfinite_loss():
             stats = train_one_epoch(ddp_model, train_loader, optimizer, criterion, env=env, epoch=epoch, amp=amp,
                                     scaler=scaler, clip_grad=cfg.clip_grad, mixup_fn=mixup_fn, ema=ema,
-                                    on_step=on_step, show_progress=cfg.progress)
+                                    on_step=on_step, show_progress=cfg.progress, log_every=cfg.log_every)
         require_samples(stats["images"], stats["skipped"], f"epoch {epoch}: training on {Path(cfg.data) / 'train'}")
         val = evaluate(model, val_loader, env=env, amp=amp, show_progress=cfg.progress)
         require_samples(val["images"], val["skipped"], f"epoch {epoch}: validation on {Path(cfg.data) / 'val'}")
         if env.is_main:
             warn_skipped(stats["skipped"] + val["skipped"], f"epoch {epoch}")
+        run.say_skipped_steps(stats["skipped_steps"], f"epoch {epoch}")
         record = {
             "epoch": epoch, "train_loss": round(stats["loss"], 6), "val_loss": round(val["loss"], 6),
             "val_top1": round(val["top1"], 4), "val_top5": round(val["top5"], 4),
             "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(stats["seconds"], 3),
             "images_per_second": round(stats["images"] / max(stats["seconds"], 1e-9), 2),
-            "skipped_images": len(stats["skipped"]) + len(val["skipped"]),
+            "skipped_images": stats["skipped_count"] + len(val["skipped"]), "skipped_steps": stats["skipped_steps"],
         }
         if ema is not None:
             ev = evaluate(ema.module, val_loader, env=env, amp=amp, show_progress=False, desc="eval ema")

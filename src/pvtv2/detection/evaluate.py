@@ -13,8 +13,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
-from ..engine import DistEnv, autocast, init_distributed, progress, require_samples
+from ..engine import DistEnv, autocast, backend_settings, init_distributed, progress, require_samples, using_backends
 from ..errors import DataError
 from ..fileio import atomic_write
 from .data import CocoDetection, coco_paths, collate_detection, encode_mask
@@ -43,20 +44,21 @@ def to_coco_results(output: dict[str, torch.Tensor], image_id: int, cat_ids: lis
 
 @torch.no_grad()
 def predict_dataset(model: nn.Module, dataset: CocoDetection, *, env: DistEnv, amp: str = "none", batch_size: int = 2,
-                    show_progress: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
-    """COCO results for every image of ``dataset``; each process takes a shard, rank 0 gets them all."""
+                    show_progress: bool = True, workers: int = 0) -> tuple[list[dict[str, Any]], list[str]]:
+    """COCO results for every image of ``dataset`` (loaded by ``workers`` processes); each
+    process takes a shard, rank 0 gets them all."""
     was_training = model.training
     model.eval()
     results, skipped = [], []
-    indices = list(range(env.rank, len(dataset), env.world_size))
-    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
-    for batch in progress(batches, desc="eval", enabled=show_progress and env.is_main):
-        images, targets, errors = collate_detection([dataset[i] for i in batch])
+    shard = Subset(dataset, range(env.rank, len(dataset), env.world_size))
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, collate_fn=collate_detection,
+                        pin_memory=env.device.type == "cuda")
+    for images, targets, errors in progress(loader, desc="eval", enabled=show_progress and env.is_main):
         skipped += errors
         if not images:
             continue
         with autocast(env.device, amp):
-            outputs = model([x.to(env.device) for x in images])
+            outputs = model([x.to(env.device, non_blocking=True) for x in images])
         for out, t in zip(outputs, targets):
             results += to_coco_results(out, t["image_id"], dataset.cat_ids)
     model.train(was_training)
@@ -99,10 +101,19 @@ def coco_evaluate(coco_gt, results: list[dict[str, Any]], iou_types=("bbox",), *
 
 def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, split: str = "val", images: str | None = None,
                         ann: str | None = None, device: str = "auto", batch_size: int = 2, amp: str = "none",
-                        results_file: str | Path | None = None, progress_bar: bool = True) -> dict[str, Any]:
+                        results_file: str | Path | None = None, progress_bar: bool = True, workers: int = 2,
+                        tf32: bool = True) -> dict[str, Any]:
     """COCO box AP (and mask AP for Mask R-CNN) of a checkpoint; ``results_file`` keeps the
-    detections in COCO's result format."""
+    detections in COCO's result format. ``workers``: image-loading processes; ``tf32``: TF32
+    products on CUDA."""
     env = DistEnv(device=init_distributed(device).device)
+    with using_backends(backend_settings(env.device, tf32=tf32)):
+        return _evaluate_checkpoint(data, checkpoint, env, split=split, images=images, ann=ann, batch_size=batch_size,
+                                    amp=amp, results_file=results_file, progress_bar=progress_bar, workers=workers)
+
+
+def _evaluate_checkpoint(data, checkpoint, env: DistEnv, *, split, images, ann, batch_size, amp, results_file,
+                         progress_bar, workers) -> dict[str, Any]:
     model, info = load_detector(checkpoint, device=env.device)
     img_dir, ann_file = coco_paths(data, split, images=images, ann=ann)
     dataset = CocoDetection(img_dir, ann_file, masks=False)
@@ -110,7 +121,8 @@ def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, split: str 
     if dataset.class_names != info["class_names"]:
         raise DataError(f"{ann_file} has categories {dataset.class_names[:10]} but the checkpoint was trained on "
                         f"{info['class_names'][:10]}")
-    results, skipped = predict_dataset(model, dataset, env=env, amp=amp, batch_size=batch_size, show_progress=progress_bar)
+    results, skipped = predict_dataset(model, dataset, env=env, amp=amp, batch_size=batch_size, show_progress=progress_bar,
+                                       workers=workers)
     require_samples(len(dataset) - len(skipped), skipped, f"evaluating on {img_dir}")
     if results_file:
         atomic_write(results_file, lambda tmp: Path(tmp).write_text(json.dumps(results)))

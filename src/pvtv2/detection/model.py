@@ -2,7 +2,8 @@
 FCOS) and ours on torchvision's parts (ATSS, GFL, Sparse R-CNN).
 
 For torchvision's detectors only the glue is ours: the FPN, anchor generators, heads, RoI ops,
-losses and box coding are torchvision's. The necks follow whai362/PVT ``detection/configs``:
+losses and box coding are torchvision's (anchors and box coding kept in float32 under autocast:
+:mod:`pvtv2.detection.fp32_boxes`). The necks follow whai362/PVT ``detection/configs``:
 
 * RetinaNet (``retinanet_pvt_v2_*_fpn_1x_coco.py``): FPN over stages 2-4 (``start_level=1``),
   256 channels, P6/P7 from stage 4's map (``add_extra_convs='on_input'``), 5 levels P3-P7.
@@ -37,6 +38,7 @@ from ..errors import CheckpointError
 from ..factory import create_model
 from ..model import PyramidVisionTransformerV2
 from .atss import ATSS
+from .fp32_boxes import use_float32_boxes
 from .gfl import GFL
 from .sparse_rcnn import SparseRCNN
 
@@ -134,7 +136,8 @@ def create_detector(kind: str, backbone_name: str, num_classes: int, *, pretrain
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1 (object categories, without background), got {num_classes}")
     backbone = create_backbone(backbone_name, kind, pretrained_backbone=pretrained_backbone, drop_path_rate=drop_path_rate)
-    model = DETECTORS[kind](backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, **kwargs)
+    model = use_float32_boxes(DETECTORS[kind](backbone, num_classes=num_classes + 1, min_size=min_size,
+                                              max_size=max_size, **kwargs))
     model.kind, model.backbone_name, model.num_object_classes = kind, backbone_name, num_classes
     return model
 
@@ -159,8 +162,9 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
             raise CheckpointError(f"{f.path}: a {kind!r} detector, which this version of pvtv2 does not know "
                                   f"(it knows {', '.join(KINDS)}); upgrade pvtv2")
         arch = json.loads(f.metadata.get("arch", "{}"))  # absent in files of the torchvision kinds before it existed
-        model = DETECTORS[kind](_with_fpn(f.backbone, kind), num_classes=len(f.class_names) + 1,
-                                min_size=tuple(f.json("min_size")), max_size=int(f.json("max_size")), **{**arch, **kwargs})
+        model = use_float32_boxes(DETECTORS[kind](_with_fpn(f.backbone, kind), num_classes=len(f.class_names) + 1,
+                                                  min_size=tuple(f.json("min_size")), max_size=int(f.json("max_size")),
+                                                  **{**arch, **kwargs}))
         model.kind, model.num_object_classes = kind, len(f.class_names)
         return model
 

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ..data.images import image_paths, palette, require_images
 from ..data.reading import IMAGE_ERRORS, open_rgb
-from ..engine import progress
+from ..engine import backend_settings, progress, using_backends
 from ..fileio import atomic_write, prepare_output_folder
 from ..model import MIN_INPUT_SIZE
 from .data import encode_mask
@@ -32,16 +33,33 @@ def pad_for_detector(image: torch.Tensor, model: torch.nn.Module) -> torch.Tenso
     return torch.nn.functional.pad(image, pad)
 
 
+class _Images(Dataset):
+    """Photos for prediction: ``(image (3, H, W) uint8, error)``."""
+
+    def __init__(self, paths: list[Path], max_image_pixels: int | None = None):
+        self.paths, self.max_image_pixels = paths, max_image_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return pil_to_tensor(open_rgb(self.paths[i], max_pixels=self.max_image_pixels)), None
+        except IMAGE_ERRORS as e:
+            return None, f"unreadable image: {e}"
+
+
 def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, score_thresh: float = 0.5,
-            device: str = "cpu", progress_bar: bool = True, max_image_pixels: int | None = None
-            ) -> Iterator[dict[str, Any]]:
+            device: str = "cpu", progress_bar: bool = True, max_image_pixels: int | None = None, workers: int = 2,
+            tf32: bool = True) -> Iterator[dict[str, Any]]:
     """Detections per image as JSON-ready records (boxes ``[x0, y0, x1, y1]`` in pixels, class
     names, scores, RLE masks for Mask R-CNN), and ``<stem>_det.png`` with them drawn.
 
     A file that cannot be read (broken, or more pixels than ``max_image_pixels``, default
     PIL's limit) gives ``{"path", "error"}`` and the next image goes on, as does an image whose
     detections are not finite (damaged weights); a very elongated image is padded (see
-    :func:`pad_for_detector`). Raises :class:`DataError` when the inputs hold no image or
+    :func:`pad_for_detector`). Images load in ``workers`` processes (pinned memory on CUDA);
+    ``tf32``: TF32 products on CUDA. Raises :class:`DataError` when the inputs hold no image or
     ``out_dir`` cannot be written.
     """
     paths = require_images(image_paths(inputs), inputs)
@@ -49,43 +67,49 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     out = prepare_output_folder(out_dir)
     names = info["class_names"]
     colours = [tuple(int(v) for v in c) for c in palette(len(names) + 1)]
-    for path in progress(paths, desc="detect", enabled=progress_bar):
-        try:
-            image = pil_to_tensor(open_rgb(path, max_pixels=max_image_pixels))
-        except IMAGE_ERRORS as e:
-            yield {"path": str(path), "error": f"unreadable image: {e}"}
-            continue
-        h, w = image.shape[-2:]
-        padded = pad_for_detector(image, model)
-        with torch.no_grad():
-            det = model([padded.float().div(255).to(device)])[0]
-        keep = det["scores"] >= score_thresh
-        det = {k: v[keep].cpu() for k, v in det.items()}
-        if not (det["boxes"].isfinite().all() and det["scores"].isfinite().all()):
-            yield {"path": str(path), "error": "the detector's outputs for this image are not finite (NaN or inf): "
-                                               "its weights are probably damaged"}
-            continue
-        if padded.shape != image.shape:  # cut boxes and masks back to the image; drop boxes left empty
-            det["boxes"][:, 0::2] = det["boxes"][:, 0::2].clamp(0, w)
-            det["boxes"][:, 1::2] = det["boxes"][:, 1::2].clamp(0, h)
-            inside = (det["boxes"][:, 2] > det["boxes"][:, 0]) & (det["boxes"][:, 3] > det["boxes"][:, 1])
-            det = {k: v[inside] for k, v in det.items()}
-            if "masks" in det:
-                det["masks"] = det["masks"][..., :h, :w]
-        labels = [names[int(l) - 1] for l in det["labels"]]
-        drawn = image
-        if "masks" in det and len(labels):
-            drawn = draw_segmentation_masks(drawn, det["masks"][:, 0] > 0.5, alpha=0.4,
-                                            colors=[colours[int(l)] for l in det["labels"]])
-        if len(labels):
-            drawn = draw_bounding_boxes(drawn, det["boxes"], labels=[f"{n} {s:.2f}" for n, s in zip(labels, det["scores"])],
-                                        colors=[colours[int(l)] for l in det["labels"]], width=2)
-        target = out / f"{path.stem}_det.png"
-        atomic_write(target, lambda tmp: to_pil_image(drawn).save(tmp, format="PNG"))
-        record = {"path": str(path), "image": str(target), "detections": [
-            {"box": [round(v, 2) for v in box], "class": name, "score": round(float(score), 4)}
-            for box, name, score in zip(det["boxes"].tolist(), labels, det["scores"])]}
+    loader = DataLoader(_Images(paths, max_image_pixels), batch_size=None, num_workers=workers,
+                        pin_memory=torch.device(device).type == "cuda")
+    with using_backends(backend_settings(device, tf32=tf32)):
+        for path, (image, error) in zip(paths, progress(loader, desc="detect", enabled=progress_bar, total=len(paths))):
+            if error is not None:
+                yield {"path": str(path), "error": error}
+                continue
+            yield _detect(model, image, path, out, names, colours, score_thresh, device)
+
+
+def _detect(model, image: torch.Tensor, path: Path, out: Path, names: list[str], colours, score_thresh: float,
+            device) -> dict[str, Any]:
+    """One image's record (and picture), or ``{"path", "error"}`` when its outputs are not finite."""
+    h, w = image.shape[-2:]
+    padded = pad_for_detector(image, model)
+    with torch.no_grad():
+        det = model([padded.float().div(255).to(device, non_blocking=True)])[0]
+    keep = det["scores"] >= score_thresh
+    det = {k: v[keep].cpu() for k, v in det.items()}
+    if not (det["boxes"].isfinite().all() and det["scores"].isfinite().all()):
+        return {"path": str(path), "error": "the detector's outputs for this image are not finite (NaN or inf): "
+                                            "its weights are probably damaged"}
+    if padded.shape != image.shape:  # cut boxes and masks back to the image; drop boxes left empty
+        det["boxes"][:, 0::2] = det["boxes"][:, 0::2].clamp(0, w)
+        det["boxes"][:, 1::2] = det["boxes"][:, 1::2].clamp(0, h)
+        inside = (det["boxes"][:, 2] > det["boxes"][:, 0]) & (det["boxes"][:, 3] > det["boxes"][:, 1])
+        det = {k: v[inside] for k, v in det.items()}
         if "masks" in det:
-            for d, m in zip(record["detections"], det["masks"][:, 0] > 0.5):
-                d["mask"] = encode_mask(m.numpy())
-        yield record
+            det["masks"] = det["masks"][..., :h, :w]
+    labels = [names[int(l) - 1] for l in det["labels"]]
+    drawn = image
+    if "masks" in det and len(labels):
+        drawn = draw_segmentation_masks(drawn, det["masks"][:, 0] > 0.5, alpha=0.4,
+                                        colors=[colours[int(l)] for l in det["labels"]])
+    if len(labels):
+        drawn = draw_bounding_boxes(drawn, det["boxes"], labels=[f"{n} {s:.2f}" for n, s in zip(labels, det["scores"])],
+                                    colors=[colours[int(l)] for l in det["labels"]], width=2)
+    target = out / f"{path.stem}_det.png"
+    atomic_write(target, lambda tmp: to_pil_image(drawn).save(tmp, format="PNG"))
+    record = {"path": str(path), "image": str(target), "detections": [
+        {"box": [round(v, 2) for v in box], "class": name, "score": round(float(score), 4)}
+        for box, name, score in zip(det["boxes"].tolist(), labels, det["scores"])]}
+    if "masks" in det:
+        for d, m in zip(record["detections"], det["masks"][:, 0] > 0.5):
+            d["mask"] = encode_mask(m.numpy())
+    return record

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..engine import (DistEnv, RunFolder, autocast, begin_epoch, check_loss, launch, make_scaler, optimizer_step,
-                      progress, require_samples, resolve_amp, seed_everything, seed_worker)
+from ..engine import (FP16_NONFINITE_PATIENCE, DistEnv, LossMeter, RunFolder, SeededSampler, SeededSamples, autocast,
+                      begin_epoch, launch, make_scaler, optimizer_step, progress, require_samples, resolve_amp,
+                      seed_everything, seed_worker)
 from ..errors import DataError
 from ..model import list_models
 from .data import CocoDetection, coco_paths, collate_detection
@@ -74,8 +75,14 @@ def _train(cfg: DetTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
 
     ddp_model = env.wrap(model)
     sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=cfg.seed)
-    loader = DataLoader(train_set, batch_size=per_proc, sampler=sampler, drop_last=True, num_workers=cfg.workers,
-                        collate_fn=collate_detection, worker_init_fn=seed_worker, pin_memory=env.device.type == "cuda")
+    # Every sample seeded from (seed, epoch, rank, position): the workers can persist between epochs. The
+    # loader's own generator: persistent workers draw their base seed once, not every epoch, and that
+    # draw must not shift the global RNG (drop path) of the first epoch a resumed run trains.
+    sampler = SeededSampler(sampler, cfg.seed, env.rank)
+    loader = DataLoader(SeededSamples(train_set), batch_size=per_proc, sampler=sampler, drop_last=True,
+                        num_workers=cfg.workers, collate_fn=collate_detection, worker_init_fn=seed_worker,
+                        pin_memory=env.device.type == "cuda", persistent_workers=cfg.workers > 0,
+                        generator=torch.Generator().manual_seed(cfg.seed))
     if len(loader) == 0:
         raise DataError(f"{len(train_set)} training images give no full batch of {cfg.batch_size}; lower --batch-size")
     scored = iou_types(cfg.kind)
@@ -86,8 +93,10 @@ def _train(cfg: DetTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.epochs):
         begin_epoch(cfg.seed, epoch, env.rank, sampler)
         ddp_model.train()
+        meter = LossMeter(env, patience=FP16_NONFINITE_PATIENCE if scaler is not None else 0)
         sums: dict[str, float] = {}
-        steps, images_seen, skipped = 0, 0, []
+        images_seen, skipped, skipped_steps = 0, [], 0
+        where = lambda step, e=epoch: f"epoch {e}, step {step}"  # noqa: E731
         tick = time.perf_counter()
         bar = progress(loader, desc=f"epoch {epoch}", enabled=cfg.progress and env.is_main)
         for step, (images, targets, errors) in enumerate(bar):
@@ -96,33 +105,40 @@ def _train(cfg: DetTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             skipped += errors
-            if not images:
-                continue
-            images = [x.to(env.device, non_blocking=True) for x in images]
-            targets = [{k: (v.to(env.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-            with autocast(env.device, amp):
-                losses = ddp_model(images, targets)
-            loss = sum(v.float() for v in losses.values())
-            with run.stopping_on_nonfinite_loss():
-                value = check_loss(loss.item(), f"epoch {epoch}, step {step}")
-            optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=cfg.clip_grad)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.item()
-            sums["loss"] = sums.get("loss", 0.0) + value
-            steps += 1
-            images_seen += len(images) * env.world_size
-            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+            # Every process skips the step when any one has no readable image (none waits alone in backward).
+            if env.everyone(bool(images)):
+                images = [x.to(env.device, non_blocking=True) for x in images]
+                targets = [{k: (v.to(env.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+                with autocast(env.device, amp):
+                    losses = ddp_model(images, targets)
+                loss = sum(v.float() for v in losses.values())
+                optimizer_step(loss, optimizer, model.parameters(), scaler=scaler, clip_grad=cfg.clip_grad)
+                meter.update(loss, step, parts=losses)
+                images_seen += len(images) * env.world_size
+            else:
+                skipped_steps += 1
+            if (step + 1) % cfg.log_every == 0 or step + 1 == len(loader):
+                with run.stopping_on_nonfinite_loss():
+                    read = meter.read(where, step)
+                for k, v in read.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if read["weight"]:
+                    bar.set_postfix(loss=f"{read['loss'] / read['weight']:.3f}", lr=f"{lr:.2e}")
         seconds = time.perf_counter() - tick
-        totals = env.all_reduce_sum([sums.get(k, 0.0) for k in sorted(sums)] + [steps])
-        require_samples(totals[-1], skipped, f"epoch {epoch}: training")
-        means = {k: totals[i] / max(totals[-1], 1) for i, k in enumerate(sorted(sums))}
+        names = sorted(k for k in sums if k not in ("loss", "weight", "nonfinite"))
+        totals = env.all_reduce_sum([sums.get(k, 0.0) for k in ["loss", *names, "nonfinite", "weight"]])
+        steps = totals[-1]
+        require_samples(steps, skipped, f"epoch {epoch}: training")
+        means = {k: totals[i] / max(steps, 1) for i, k in enumerate(["loss", *names])}
+        skipped_steps += int(totals[-2])
+        run.say_skipped_steps(skipped_steps, f"epoch {epoch}")
         record = {"epoch": epoch, "train_loss": round(means.get("loss", float("nan")), 6),
                   **{f"loss_{k}" if not k.startswith("loss") else k: round(v, 6) for k, v in means.items() if k != "loss"},
                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(seconds, 3),
-                  "images_per_second": round(images_seen / max(seconds, 1e-9), 2)}
+                  "images_per_second": round(images_seen / max(seconds, 1e-9), 2), "skipped_steps": skipped_steps}
         if (epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs:
             results, val_skipped = predict_dataset(model, val_set, env=env, amp=amp, batch_size=max(1, per_proc),
-                                                   show_progress=cfg.progress)
+                                                   show_progress=cfg.progress, workers=cfg.workers)
             require_samples(len(val_set) - len(val_skipped), val_skipped, "validation")
             if env.is_main:
                 report = coco_evaluate(val_set.coco, results, scored, image_ids=[r[0]["id"] for r in val_set.records])

@@ -1,22 +1,31 @@
 """Training machinery shared by every task: the run configuration and its checks, the output
 folder (lock, config.json, metrics, curves, best/last checkpoints), distributed set-up,
 seeding, mixed precision, exact resume and progress bars."""
-from .amp import autocast, make_scaler, optimizer_step, resolve_amp
+from .amp import auto_amp, autocast, make_scaler, optimizer_step, resolve_amp
+from .backends import BackendSettings, backend_settings, using_backends
 from .checkpointing import TrainingStateError, load_training_state, restore_training_state, save_training_state
 from .config import RunConfig, check_range, option
 from .distributed import DistEnv, check_device_name, init_distributed, is_main_process
 from .metrics import MetricsLog, plot_curves, progress
 from .run import NonFiniteLossError, RunFolder, check_loss, launch, require_samples
-from .seeding import begin_epoch, seed_everything, seed_worker
+from .seeding import SeededSampler, SeededSamples, begin_epoch, seed_everything, seed_worker
+from .steps import FP16_NONFINITE_PATIENCE, LossMeter
 
 __all__ = [
+    "BackendSettings",
     "DistEnv",
+    "FP16_NONFINITE_PATIENCE",
+    "LossMeter",
     "MetricsLog",
     "NonFiniteLossError",
     "RunConfig",
     "RunFolder",
+    "SeededSampler",
+    "SeededSamples",
     "TrainingStateError",
+    "auto_amp",
     "autocast",
+    "backend_settings",
     "begin_epoch",
     "check_device_name",
     "check_loss",
@@ -36,4 +45,5 @@ __all__ = [
     "save_training_state",
     "seed_everything",
     "seed_worker",
+    "using_backends",
 ]

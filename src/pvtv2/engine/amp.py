@@ -10,11 +10,19 @@ from torch import nn
 from ..errors import ConfigError
 
 
+def auto_amp(device_type: str, bf16_supported: bool) -> str:
+    """What ``--amp auto`` means: bf16 on a GPU that has it (no loss scaling, the range of fp32),
+    else fp16 on CUDA; none on the CPU (autocast there only pays on CPUs with AVX512-BF16)."""
+    if device_type != "cuda":
+        return "none"
+    return "bf16" if bf16_supported else "fp16"
+
+
 def resolve_amp(amp: str, device: torch.device) -> str:
-    """``--amp`` for this device: ``auto`` -> fp16 on CUDA, none on the CPU; impossible choices
-    raise a :class:`~pvtv2.errors.ConfigError` that says what to use instead."""
+    """``--amp`` for this device: ``auto`` -> :func:`auto_amp`; impossible choices raise a
+    :class:`~pvtv2.errors.ConfigError` that says what to use instead."""
     if amp == "auto":
-        return "fp16" if device.type == "cuda" else "none"
+        return auto_amp(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
     if amp == "fp16" and device.type != "cuda":
         raise ConfigError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16 (or none)")
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -69,8 +69,15 @@ class RunConfig:
     seed: int = option(0, "random seed")
     workers: int = option(4, "data-loading worker processes per training process", min=0)
     device: str = option("auto", "cpu, cuda, cuda:N, mps, or auto (CUDA when available)")
-    amp: str = option("auto", "autocast precision: auto (fp16 on CUDA, none on CPU), bf16, fp16, none",
-                      choices=("auto", "none", "bf16", "fp16"))
+    amp: str = option("auto", "autocast precision: auto (bf16 on CUDA where the GPU has it, else fp16; none on CPU), "
+                              "bf16, fp16, none", choices=("auto", "none", "bf16", "fp16"))
+    tf32: bool = option(True, "CUDA: fp32 matrix products and convolutions on TF32 tensor cores (--no-tf32: full fp32)")
+    deterministic: bool = option(False, "deterministic algorithms (CUDA: cuBLAS workspace, no cuDNN autotuning; ops without "
+                                        "a deterministic kernel warn)")
+    log_every: int = option(20, "steps between loss reads (progress bar, non-finite check): each read waits for the GPU",
+                            min=1)
+    dist_timeout: float = option(30.0, "torchrun: minutes a process waits for the others in a collective before it "
+                                       "stops with an error", min=1)
     progress: bool = option(True, "tqdm progress bars on a terminal")
 
     def resolved(self):

@@ -1,9 +1,17 @@
-"""torchrun-based data parallelism: ``torchrun --nproc_per_node=N -m pvtv2 train ...``."""
+"""torchrun-based data parallelism: ``torchrun --nproc_per_node=N -m pvtv2 train ...``.
+
+Every decision that changes what a process does next (skip a step, stop the run) is taken by all
+processes together: a process that skipped a step alone would leave the others waiting in the
+gradient all-reduce of their backward pass. The process group has a timeout (``--dist-timeout``),
+so a process that waits for the others (rank 0 evaluating COCO or saving while the others wait in
+a barrier) gives up with an error after it instead of hanging.
+"""
 from __future__ import annotations
 
+import datetime
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,6 +28,8 @@ class DistEnv:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    #: A gloo group for decisions the host takes (skip a step): no wait for the GPU under nccl.
+    host_group: Any = field(default=None, compare=False, repr=False)
 
     @property
     def distributed(self) -> bool:
@@ -36,6 +46,15 @@ class DistEnv:
         t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(t)
         return t.tolist()
+
+    def everyone(self, ok: bool) -> bool:
+        """Whether ``ok`` holds on every process: a host-side collective (gloo, so nccl runs do not
+        wait for the GPU) that every process must call at the same point of its loop."""
+        if not self.distributed:
+            return bool(ok)
+        t = torch.tensor([1 if ok else 0], dtype=torch.int32)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.host_group)
+        return bool(t.item())
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` in DistributedDataParallel when distributed, else ``model`` itself."""
@@ -91,9 +110,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def init_distributed(device: str = "auto") -> DistEnv:
+def init_distributed(device: str = "auto", *, timeout_minutes: float = 30.0) -> DistEnv:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1): gloo on
-    CPU, nccl on CUDA. A plain launch gives a single-process environment."""
+    CPU, nccl on CUDA, with a gloo group beside nccl's for the host's decisions; a collective
+    that waits longer than ``timeout_minutes`` raises. A plain launch gives a single-process
+    environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dev = resolve_device(device)
     if world <= 1:
@@ -102,9 +123,11 @@ def init_distributed(device: str = "auto") -> DistEnv:
     if dev.type == "cuda":
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
+    timeout = datetime.timedelta(minutes=timeout_minutes)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", timeout=timeout)
+    host_group = dist.new_group(backend="gloo", timeout=timeout) if dist.get_backend() != "gloo" else None
+    return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev, host_group=host_group)
 
 
 def cleanup_distributed() -> None:

@@ -7,8 +7,9 @@ killed save left behind, and writes ``config.json``, ``metrics.jsonl``, ``curves
 message naming the checkpoint that is still intact; so does a non-finite loss. Under torchrun
 only rank 0 touches the folder; the other ranks learn rank 0's verdict and stop with it.
 
-:func:`launch` is a trainer's ``train()``: check the config, join the process group, open the
-folder, run the task's loop, leave the group.
+:func:`launch` is a trainer's ``train()``: check the config, set the CUDA backends (TF32,
+``--deterministic``: :mod:`pvtv2.engine.backends`), join the process group, open the folder, run
+the task's loop, leave the group.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from safetensors import SafetensorError
 
 from ..errors import ConfigError, DataError, PVTv2Error, TrainingError
 from ..fileio import atomic_write, prepare_output_folder, remove_stale_temporaries
+from .backends import backend_settings, using_backends
 from .checkpointing import load_training_state, restore_training_state, save_training_state
-from .distributed import DistEnv, cleanup_distributed, init_distributed
+from .distributed import DistEnv, cleanup_distributed, init_distributed, resolve_device
 from .metrics import MetricsLog, plot_curves
 
 try:
@@ -194,6 +196,12 @@ class RunFolder:
         if self.env.is_main:
             print(message, flush=True)
 
+    def say_skipped_steps(self, count: int, where: str) -> None:
+        """Say that ``count`` steps were skipped by every process (none when 0)."""
+        if count:
+            self.say(f"{where}: skipped {count} step(s) on every process: a process had no readable image in its "
+                     f"batch, or (fp16) GradScaler skipped a non-finite loss")
+
     def begin(self, config: dict[str, Any], history: list[dict[str, Any]] | None = None, *, amp: str,
               classes: list[str], what: str, images: int, plan: str) -> None:
         """Write ``config.json`` (``config`` with the classes, the number of processes and the
@@ -273,9 +281,10 @@ def launch(cfg: Any, body: Callable[[Any, DistEnv, RunFolder], dict[str, Any]], 
     and run ``body(cfg, env, run)``, the task's own set-up and loop."""
     cfg = cfg.resolved()
     cfg.validate(models)
-    env = init_distributed(cfg.device)
-    try:
-        with RunFolder(cfg.output, env, resume=cfg.resume, overwrite=cfg.overwrite, curves=curves) as run:
-            return body(cfg, env, run)
-    finally:
-        cleanup_distributed()
+    with using_backends(backend_settings(resolve_device(cfg.device), tf32=cfg.tf32, deterministic=cfg.deterministic)):
+        env = init_distributed(cfg.device, timeout_minutes=cfg.dist_timeout)
+        try:
+            with RunFolder(cfg.output, env, resume=cfg.resume, overwrite=cfg.overwrite, curves=curves) as run:
+                return body(cfg, env, run)
+        finally:
+            cleanup_distributed()

@@ -1,0 +1,64 @@
+"""Anchors and box decoding in float32 under bf16/fp16 autocast (pvtv2.detection.fp32_boxes)."""
+import pytest
+import torch
+from torchvision.models.detection._utils import BoxCoder, BoxLinearCoder
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
+
+from pvtv2.detection import create_detector
+from pvtv2.detection.fp32_boxes import Float32AnchorGenerator, Float32BoxCoder, Float32BoxLinearCoder
+
+SIZES = ((32,), (64,), (128,), (256,), (512,))
+RATIOS = ((0.5, 1.0, 2.0),) * 5
+
+
+def _maps(dtype):
+    """An 800x1344 batch (1333x800 padded to 32) and its P3-P7 maps."""
+    images = ImageList(torch.zeros(1, 3, 800, 1344), [(800, 1333)])
+    return images, [torch.zeros(1, 8, 800 // s, 1344 // s, dtype=dtype) for s in (8, 16, 32, 64, 128)]
+
+
+def test_anchors_stay_float32_on_low_precision_maps():
+    images, maps32 = _maps(torch.float32)
+    reference = AnchorGenerator(SIZES, RATIOS)(images, maps32)[0]
+    _, maps16 = _maps(torch.bfloat16)
+    ours = Float32AnchorGenerator(SIZES, RATIOS)(images, maps16)[0]
+    assert ours.dtype == torch.float32 and torch.equal(ours, reference)
+    theirs = AnchorGenerator(SIZES, RATIOS)(images, maps16)[0]
+    assert (theirs.float() - reference).abs().max() > 0.5  # what torchvision alone gives
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
+def test_decoding_under_bf16_autocast_equals_float32(weights):
+    images, maps = _maps(torch.float32)
+    anchors = AnchorGenerator(SIZES, RATIOS)(images, maps)[0]
+    deltas = (torch.randn(len(anchors), 4, generator=torch.Generator().manual_seed(0)) * 0.2).bfloat16()
+    reference = BoxCoder(weights).decode_single(deltas.float(), anchors)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = Float32BoxCoder(weights).decode_single(deltas, anchors)
+        theirs = BoxCoder(weights).decode_single(deltas, anchors)
+    assert ours.dtype == torch.float32
+    assert (ours - reference).abs().max() < 1e-4
+    assert (theirs.float() - reference).abs().max() > 0.5  # boxes near 1333 px rounded to bf16
+
+
+def test_linear_decoding_under_bf16_autocast_equals_float32():
+    anchors = torch.tensor([[1300.0, 770.0, 1308.0, 778.0], [8.0, 8.0, 16.0, 16.0]])
+    deltas = torch.tensor([[1.5, 2.25, 0.75, 3.0], [0.5, 0.25, 1.0, 2.0]]).bfloat16()
+    reference = BoxLinearCoder(True).decode(deltas.float(), anchors)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = Float32BoxLinearCoder(True).decode(deltas, anchors)
+        theirs = BoxLinearCoder(True).decode(deltas, anchors)
+    assert ours.dtype == torch.float32 and (ours - reference).abs().max() < 1e-4
+    assert (theirs.float() - reference).abs().max() > 0.5
+
+
+@pytest.mark.parametrize("kind, keep_all", [("retinanet", {"score_thresh": 0.0}), ("fasterrcnn", {"box_score_thresh": 0.0}),
+                                            ("fcos", {"score_thresh": 0.0})])
+def test_torchvision_detectors_return_float32_boxes_under_autocast(kind, keep_all):
+    torch.manual_seed(0)
+    model = create_detector(kind, "pvt_v2_b0", 2, min_size=64, max_size=64, **keep_all).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model([torch.rand(3, 64, 80)])[0]
+    # torchvision alone decodes, clips and rescales them in bf16 (its anchors follow the maps' dtype)
+    assert out["boxes"].dtype == torch.float32 and len(out["boxes"]) > 0
