@@ -23,16 +23,14 @@ from torch import nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import clip_boxes_to_image, generalized_box_iou_loss, sigmoid_focal_loss
 
-from .assigners import atss_assign
 from .kinds import KIND_RECIPES
 from .losses import centerness_target, reduce_mean
-from .one_stage import (OneStageDetector, Scale, check_labels, conv_tower, flatten_levels, init_dense_head,
-                        multiclass_nms)
+from .one_stage import OneStageDetector, TowerHead, flatten_levels, init_dense_head, multiclass_nms
 
 _TEST = KIND_RECIPES["atss"].test
 
 
-class ATSSHead(nn.Module):
+class ATSSHead(TowerHead):
     """The ATSS head. ``forward`` maps per-level ``(N, in_channels, H, W)`` features to per-level
     ``(cls (N, C, H, W), deltas (N, 4, H, W), centerness (N, 1, H, W))``; ``num_classes`` ``C``
     counts object classes only (sigmoid, no background channel)."""
@@ -43,32 +41,21 @@ class ATSSHead(nn.Module):
                  centerness_weight: float = 1.0, score_thresh: float = _TEST["score_thresh"],
                  nms_thresh: float = _TEST["nms_thresh"], detections_per_img: int = _TEST["detections_per_img"],
                  topk_candidates: int = _TEST["topk_candidates"]):
-        super().__init__()
-        self.num_classes, self.strides = num_classes, tuple(strides)
-        #: The shape-defining settings, saved with the weights (see ``save_detector``).
-        self.arch = {"feat_channels": feat_channels, "stacked_convs": stacked_convs}
-        self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs)
-        self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs)
+        super().__init__(num_classes, in_channels, strides, feat_channels, stacked_convs, topk)
         self.atss_cls = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
         self.atss_reg = nn.Conv2d(feat_channels, 4, 3, padding=1)
         self.atss_centerness = nn.Conv2d(feat_channels, 1, 3, padding=1)
-        self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
         init_dense_head(self, self.atss_cls)
         # DeltaXYWHBBoxCoder with stds (0.1, 0.1, 0.2, 0.2) is torchvision's coder with weights 1/std.
         self.box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
-        self.topk, self.focal_alpha, self.focal_gamma = topk, focal_alpha, focal_gamma
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.cls_weight, self.bbox_weight, self.centerness_weight = cls_weight, bbox_weight, centerness_weight
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.detections_per_img, self.topk_candidates = detections_per_img, topk_candidates
 
     def forward(self, feats: list[torch.Tensor]):
         cls_out, reg_out, ctr_out = [], [], []
-        for x, scale in zip(feats, self.scales):
-            c, r = x, x
-            for layer in self.cls_convs:
-                c = layer(c)
-            for layer in self.reg_convs:
-                r = layer(r)
+        for c, r, scale in self.towers(feats):
             cls_out.append(self.atss_cls(c))
             reg_out.append(scale(self.atss_reg(r)).float())
             ctr_out.append(self.atss_centerness(r))
@@ -78,31 +65,17 @@ class ATSSHead(nn.Module):
              targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """``anchors``: per level ``(A_l, 4)``; ``valid``: ``(N, A)`` grid points on each image;
         ``targets``: per image ``{"boxes" (G, 4) xyxy in the resized image, "labels" (G,) 1..C}``."""
-        check_labels(targets, self.num_classes)
+        pos_img, pos_idx, pos_gt, pos_cls, num_pos = self.assign(anchors, valid, targets)
         cls = flatten_levels(outputs[0]).float()
         reg = flatten_levels(outputs[1]).float()
         ctr = flatten_levels(outputs[2]).float()[..., 0]
-        all_anchors = torch.cat(anchors)
-        per_level = [len(a) for a in anchors]
         cls_target = torch.zeros_like(cls)
-        pos_img, pos_idx, pos_gt, num_pos = [], [], [], 0
-        for i, t in enumerate(targets):
-            kept = valid[i].nonzero().squeeze(1)
-            counts = [int(v.sum()) for v in valid[i].split(per_level)]
-            matched = atss_assign(all_anchors[kept], counts, t["boxes"].float(), topk=self.topk)
-            pos = matched >= 0
-            idx, gt = kept[pos], matched[pos]
-            cls_target[i, idx, t["labels"][gt] - 1] = 1.0
-            pos_img.append(torch.full_like(idx, i))
-            pos_idx.append(idx)
-            pos_gt.append(t["boxes"].float()[gt])
-            num_pos += max(len(idx), 1)  # MMDetection counts at least one positive per image
+        cls_target[pos_img, pos_idx, pos_cls] = 1.0
         avg = reduce_mean(cls.new_tensor(float(num_pos))).clamp(min=1.0)
         loss_cls = sigmoid_focal_loss(cls[valid], cls_target[valid], alpha=self.focal_alpha, gamma=self.focal_gamma,
                                       reduction="sum") / avg
 
-        pos_img, pos_idx, pos_gt = torch.cat(pos_img), torch.cat(pos_idx), torch.cat(pos_gt)
-        pos_anchors = all_anchors[pos_idx]
+        pos_anchors = torch.cat(anchors)[pos_idx]
         boxes = self.box_coder.decode_single(reg[pos_img, pos_idx], pos_anchors)
         ctr_target = centerness_target((pos_anchors[:, :2] + pos_anchors[:, 2:]) / 2, pos_gt)
         # GIoU against the ground truth itself: the official code decodes the encoded

@@ -21,11 +21,9 @@ import torch
 from torch import nn
 from torchvision.ops import clip_boxes_to_image, generalized_box_iou_loss
 
-from .assigners import atss_assign
 from .kinds import KIND_RECIPES
 from .losses import aligned_box_iou, distribution_focal_loss, quality_focal_loss, reduce_mean
-from .one_stage import (OneStageDetector, Scale, check_labels, conv_tower, flatten_levels, init_dense_head,
-                        multiclass_nms)
+from .one_stage import OneStageDetector, TowerHead, flatten_levels, init_dense_head, multiclass_nms
 
 _TEST = KIND_RECIPES["gfl"].test
 
@@ -49,7 +47,7 @@ def box_to_distance(points: torch.Tensor, boxes: torch.Tensor, max_dist: float, 
     return d.clamp(min=0, max=max_dist - eps)
 
 
-class GFLHead(nn.Module):
+class GFLHead(TowerHead):
     """The GFL head. ``forward`` maps per-level ``(N, in_channels, H, W)`` features to per-level
     ``(cls (N, C, H, W), distribution logits (N, 4 * (reg_max + 1), H, W))``."""
 
@@ -59,28 +57,20 @@ class GFLHead(nn.Module):
                  score_thresh: float = _TEST["score_thresh"], nms_thresh: float = _TEST["nms_thresh"],
                  detections_per_img: int = _TEST["detections_per_img"],
                  topk_candidates: int = _TEST["topk_candidates"]):
-        super().__init__()
-        self.num_classes, self.strides, self.reg_max = num_classes, tuple(strides), reg_max
-        self.arch = {"feat_channels": feat_channels, "stacked_convs": stacked_convs, "reg_max": reg_max}
-        self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs)
-        self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs)
+        super().__init__(num_classes, in_channels, strides, feat_channels, stacked_convs, topk)
+        self.reg_max = reg_max
+        self.arch["reg_max"] = reg_max
         self.gfl_cls = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
         self.gfl_reg = nn.Conv2d(feat_channels, 4 * (reg_max + 1), 3, padding=1)
-        self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
         init_dense_head(self, self.gfl_cls)
-        self.topk, self.qfl_beta = topk, qfl_beta
+        self.qfl_beta = qfl_beta
         self.cls_weight, self.dfl_weight, self.bbox_weight = cls_weight, dfl_weight, bbox_weight
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.detections_per_img, self.topk_candidates = detections_per_img, topk_candidates
 
     def forward(self, feats: list[torch.Tensor]):
         cls_out, reg_out = [], []
-        for x, scale in zip(feats, self.scales):
-            c, r = x, x
-            for layer in self.cls_convs:
-                c = layer(c)
-            for layer in self.reg_convs:
-                r = layer(r)
+        for c, r, scale in self.towers(feats):
             cls_out.append(self.gfl_cls(c))
             reg_out.append(scale(self.gfl_reg(r)).float())
         return cls_out, reg_out
@@ -88,27 +78,14 @@ class GFLHead(nn.Module):
     def loss(self, outputs, anchors: list[torch.Tensor], valid: torch.Tensor,
              targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """As :meth:`ATSSHead.loss`."""
-        check_labels(targets, self.num_classes)
+        pos_img, pos_idx, pos_gt, pos_cls, num_pos = self.assign(anchors, valid, targets)
         cls = flatten_levels(outputs[0]).float()
         reg = flatten_levels(outputs[1]).float()
         all_anchors = torch.cat(anchors)
-        per_level = [len(a) for a in anchors]
-        stride = torch.cat([all_anchors.new_full((n,), float(s)) for n, s in zip(per_level, self.strides)])
+        stride = torch.cat([all_anchors.new_full((len(a),), float(s)) for a, s in zip(anchors, self.strides)])
         labels = torch.full(cls.shape[:2], -1, dtype=torch.long, device=cls.device)
-        pos_img, pos_idx, pos_gt, num_pos = [], [], [], 0
-        for i, t in enumerate(targets):
-            kept = valid[i].nonzero().squeeze(1)
-            counts = [int(v.sum()) for v in valid[i].split(per_level)]
-            matched = atss_assign(all_anchors[kept], counts, t["boxes"].float(), topk=self.topk)
-            pos = matched >= 0
-            idx, gt = kept[pos], matched[pos]
-            labels[i, idx] = t["labels"][gt] - 1
-            pos_img.append(torch.full_like(idx, i))
-            pos_idx.append(idx)
-            pos_gt.append(t["boxes"].float()[gt])
-            num_pos += max(len(idx), 1)
+        labels[pos_img, pos_idx] = pos_cls
         avg = reduce_mean(cls.new_tensor(float(num_pos))).clamp(min=1.0)
-        pos_img, pos_idx, pos_gt = torch.cat(pos_img), torch.cat(pos_idx), torch.cat(pos_gt)
 
         # Everything in stride units, as the official head (IoU and GIoU do not care).
         s = stride[pos_idx][:, None]

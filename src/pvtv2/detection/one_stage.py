@@ -1,4 +1,4 @@
-"""What the ATSS and GFL detectors share (and Sparse R-CNN's input checks): the GroupNorm conv tower, the learnable per-level
+"""What the ATSS and GFL detectors share (and Sparse R-CNN's input checks): the GroupNorm conv towers and the ATSS assignment (:class:`TowerHead`),
 scale, the anchors (one square anchor per location, MMDetection's ``AnchorGenerator`` with
 ``ratios=[1.0], octave_base_scale=8, scales_per_octave=1``), and the detector shell around a
 dense head with torchvision's detector interface.
@@ -10,12 +10,14 @@ inferred from the padded image size (torchvision's ``AnchorGenerator`` infers
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import batched_nms
+
+from .assigners import atss_assign
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,6 +60,55 @@ class ConvGN(nn.Module):
 
 def conv_tower(in_channels: int, channels: int, depth: int) -> nn.ModuleList:
     return nn.ModuleList(ConvGN(in_channels if i == 0 else channels, channels) for i in range(depth))
+
+
+class TowerHead(nn.Module):
+    """What the ATSS and GFL heads share: a classification and a box tower of ``stacked_convs``
+    :class:`ConvGN` layers run on every level, a learnable :class:`Scale` per level, and the
+    ATSS assignment of the ground truth to the anchors (:meth:`assign`). Subclasses add their
+    output convs and losses."""
+
+    def __init__(self, num_classes: int, in_channels: int, strides: tuple[int, ...], feat_channels: int,
+                 stacked_convs: int, topk: int):
+        super().__init__()
+        self.num_classes, self.strides, self.topk = num_classes, tuple(strides), topk
+        #: The shape-defining settings, saved with the weights (see ``save_detector``).
+        self.arch = {"feat_channels": feat_channels, "stacked_convs": stacked_convs}
+        self.cls_convs = conv_tower(in_channels, feat_channels, stacked_convs)
+        self.reg_convs = conv_tower(in_channels, feat_channels, stacked_convs)
+        self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
+
+    def towers(self, feats: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor, Scale]]:
+        """Per level: the classification tower's output, the box tower's and the level's scale."""
+        for x, scale in zip(feats, self.scales):
+            c, r = x, x
+            for layer in self.cls_convs:
+                c = layer(c)
+            for layer in self.reg_convs:
+                r = layer(r)
+            yield c, r, scale
+
+    def assign(self, anchors: list[torch.Tensor], valid: torch.Tensor, targets: list[dict[str, torch.Tensor]]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """The ATSS assigner (top ``topk`` per level) on each image's valid anchors. Returns the
+        positives as ``(image index, anchor index, ground-truth box (P, 4), class 0..C-1)`` and
+        the positive count with at least one per image (as MMDetection counts it)."""
+        check_labels(targets, self.num_classes)
+        all_anchors = torch.cat(anchors)
+        per_level = [len(a) for a in anchors]
+        pos_img, pos_idx, pos_gt, pos_cls, num_pos = [], [], [], [], 0
+        for i, t in enumerate(targets):
+            kept = valid[i].nonzero().squeeze(1)
+            counts = [int(v.sum()) for v in valid[i].split(per_level)]
+            matched = atss_assign(all_anchors[kept], counts, t["boxes"].float(), topk=self.topk)
+            pos = matched >= 0
+            idx, gt = kept[pos], matched[pos]
+            pos_img.append(torch.full_like(idx, i))
+            pos_idx.append(idx)
+            pos_gt.append(t["boxes"].float()[gt])
+            pos_cls.append(t["labels"][gt] - 1)
+            num_pos += max(len(idx), 1)
+        return torch.cat(pos_img), torch.cat(pos_idx), torch.cat(pos_gt), torch.cat(pos_cls), num_pos
 
 
 def init_dense_head(head: nn.Module, cls_conv: nn.Conv2d, prior_prob: float = 0.01) -> None:
