@@ -1,7 +1,8 @@
-"""What the ATSS and GFL detectors share (and Sparse R-CNN's input checks): the GroupNorm conv towers and the ATSS assignment (:class:`TowerHead`),
-scale, the anchors (one square anchor per location, MMDetection's ``AnchorGenerator`` with
-``ratios=[1.0], octave_base_scale=8, scales_per_octave=1``), and the detector shell around a
-dense head with torchvision's detector interface.
+"""What the ATSS and GFL detectors share (and Sparse R-CNN's input checks): the GroupNorm conv
+towers, the learnable per-level scales and the ATSS assignment (:class:`TowerHead`), the anchors
+(one square anchor per location, MMDetection's ``AnchorGenerator`` with ``ratios=[1.0],
+octave_base_scale=8, scales_per_octave=1``), and the detector shell around a dense head with
+torchvision's detector interface.
 
 Anchors are laid out on the feature grids with the strides the FPN has by construction, not
 inferred from the padded image size (torchvision's ``AnchorGenerator`` infers
