@@ -2,7 +2,9 @@
 
 Both models run in the same process, alternating, after warm-up; the reported speed-up is the
 ratio of medians (our images/s over the peer's), which is what survives a noisy shared machine.
-CUDA timings use events and synchronisation.
+CUDA timings use events and synchronisation on the chosen device (made current while measuring, so
+``cuda:1`` times and reads GPU 1); peak memory is what one step adds on top of what was allocated
+before it (both models, their optimisers and the input excluded).
 """
 from __future__ import annotations
 
@@ -58,8 +60,14 @@ def machine_info(device: str) -> dict[str, Any]:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
     if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def on_device(device: torch.device):
+    """Make ``device`` the current CUDA device while measuring: CUDA events, ``synchronize`` and the
+    allocator's statistics follow the current device, not the device a model was moved to."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def timm_peer(ours: nn.Module, name: str) -> nn.Module:
@@ -118,15 +126,29 @@ def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, dev
 
 def _time_once(step: Callable, device: torch.device) -> float:
     if device.type == "cuda":
+        stream = torch.cuda.current_stream(device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
         step()
-        end.record()
-        torch.cuda.synchronize()
+        end.record(stream)
+        torch.cuda.synchronize(device)
         return start.elapsed_time(end) / 1000.0
     t = time.perf_counter()
     step()
     return time.perf_counter() - t
+
+
+def measure_step(step: Callable, device: torch.device) -> tuple[float, float | None]:
+    """Seconds one call of ``step`` takes and, on CUDA, the memory (MiB) it adds at its peak over
+    what was allocated before it (``None`` elsewhere: see :func:`cpu_step_memory`). Call it with
+    ``device`` current (:func:`on_device`)."""
+    if device.type != "cuda":
+        return _time_once(step, device), None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    seconds = _time_once(step, device)
+    return seconds, (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 def _page_faults() -> int:
@@ -141,8 +163,9 @@ def _summary(times: list[float], batch: int) -> dict[str, float]:
 
 
 def cpu_step_memory(case: Case, which: str, seed: int = 0) -> float | None:
-    """Peak resident memory (MiB) one step adds on the CPU, measured in a fresh process (both
-    models share this one, so its peak says nothing about either). ``None`` for compiled models."""
+    """Peak resident memory (MiB) one step adds on the CPU after a warm-up step (so AdamW's state
+    and first-call allocations are not counted), measured in a fresh process: both models share
+    the timing process, and glibc reuses what one freed for the other. ``None`` for compiled models."""
     import subprocess
     import sys
 
@@ -168,8 +191,8 @@ def _measure_memory(spec: dict[str, Any]) -> float:
     device = torch.device("cpu")
     x = torch.randn(spec["batch_size"], 3, spec["img_size"], spec["img_size"])
     step = _step_fn(_prepare(model, setting, device), x, setting, spec["mode"], device)
+    step()  # warm-up: the optimiser's state and lazy initialisations belong to no step
     base = memory.start()
-    step()
     step()
     return memory.peak_since(base)
 
@@ -177,6 +200,11 @@ def _measure_memory(spec: dict[str, Any]) -> float:
 def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, Any]:
     """Measure one case; returns our numbers, the peer's, their ratio and an output check."""
     device = torch.device(case.device)
+    with on_device(device):
+        return _run_case(case, device, compare, seed)
+
+
+def _run_case(case: Case, device: torch.device, compare: bool, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     ours_model = create_model(case.model)
     contestants = {"ours": (ours_model, case.ours)}
@@ -194,21 +222,17 @@ def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, An
     for _ in range(case.warmup):
         for step in steps.values():
             step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
     times: dict[str, list[float]] = {name: [] for name in steps}
     faults: dict[str, list[int]] = {name: [] for name in steps}
     peak: dict[str, float] = {}
     for _ in range(case.repeats):
         for name, step in steps.items():  # alternate, so drifts in machine load hit both
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
             before = _page_faults()
-            times[name].append(_time_once(step, device))
+            seconds, added = measure_step(step, device)
+            times[name].append(seconds)
             faults[name].append(_page_faults() - before)
-            if device.type == "cuda":
-                peak[name] = max(peak.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
+            if added is not None:
+                peak[name] = max(peak.get(name, 0.0), added)
     result: dict[str, Any] = {"case": {**asdict(case), "ours": case.ours.label(), "peer": case.peer.label()}}
     for name in steps:
         result[name] = _summary(times[name], case.batch_size)
