@@ -628,7 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="H [W]", check=_sides((1, 2)), **checked,
                    help="input side (default 224; detect 800 1216, segment 512: the test scales)")
     p.add_argument("--mode", nargs="+", default=["infer"], choices=["infer", "train"])
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
+                   help="fp32: full float32; tf32: CUDA's TF32 tensor cores for float32 products (the CPU: as fp32); "
+                        "bf16 / fp16: autocast")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default="cpu", **device)

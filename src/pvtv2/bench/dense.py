@@ -8,7 +8,6 @@ score threshold and post-processing costs the same small amount on both sides.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .speed import DTYPES, _summary, machine_info, measure_step, on_device
+from .speed import _autocast, _summary, float32_mode, machine_info, measure_step, on_device
 
 #: torchvision's ResNet-50 model that each of our kinds is compared with.
 DETECTION_PEERS = {
@@ -79,11 +78,9 @@ def _step(model: nn.Module, case: DenseCase, device: torch.device) -> Callable[[
     images = torch.rand(case.batch_size, 3, *case.img_size, generator=g).to(device)
     detect = case.task == "detect"
     x = list(images) if detect else images
-    dtype = DTYPES[case.dtype]
 
     def step():
-        cast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with torch.inference_mode(), cast:
+        with float32_mode(device, case.dtype), torch.inference_mode(), _autocast(device, case.dtype):
             out = model(x)
         return out if detect else out["out"] if isinstance(out, dict) else out
     return step

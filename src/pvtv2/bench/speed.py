@@ -28,7 +28,9 @@ from torch import nn
 from ..checkpoint import ours_to_timm
 from ..factory import create_model
 
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: Precisions: the autocast dtype (None: none). "fp32" is full float32; "tf32" runs float32 matrix
+#: products and convolutions on CUDA's TF32 tensor cores (as the training commands do by default).
+DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -94,6 +96,24 @@ def _autocast(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
+@contextlib.contextmanager
+def float32_mode(device: torch.device, dtype: str):
+    """On CUDA, float32 matrix products and convolutions in full float32 for ``fp32``, on TF32 tensor
+    cores for every other precision (what autocast leaves in float32 included), inside the block;
+    the previous settings come back after it. Other devices are left alone."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest" if dtype == "fp32" else "high")
+    torch.backends.cudnn.allow_tf32 = dtype != "fp32"
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
+
+
 def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, device: torch.device) -> Callable[[], Any]:
     if setting.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -101,7 +121,7 @@ def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, dev
         model.eval()
 
         def step():
-            with torch.inference_mode(), _autocast(device, setting.dtype):
+            with float32_mode(device, setting.dtype), torch.inference_mode(), _autocast(device, setting.dtype):
                 return model(x)
         return step
     model.train()
@@ -110,16 +130,17 @@ def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, dev
     scaler = torch.amp.GradScaler(device.type) if setting.dtype == "fp16" else None
 
     def step():
-        with _autocast(device, setting.dtype):
-            loss = F.cross_entropy(model(x), target)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        with float32_mode(device, setting.dtype):
+            with _autocast(device, setting.dtype):
+                loss = F.cross_entropy(model(x), target)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
         return loss
     return step
 
@@ -216,7 +237,7 @@ def _run_case(case: Case, device: torch.device, compare: bool, seed: int) -> dic
     outputs = {}
     for name, (model, setting) in contestants.items():
         model.to(device).eval()
-        with torch.inference_mode(), _autocast(device, setting.dtype):
+        with float32_mode(device, setting.dtype), torch.inference_mode(), _autocast(device, setting.dtype):
             outputs[name] = model(x).float()
     steps = {name: _step_fn(_prepare(m, s, device), x, s, case.mode, device) for name, (m, s) in contestants.items()}
     for _ in range(case.warmup):
@@ -276,10 +297,11 @@ def top1_agreement(model_name: str, setting: Setting, *, img_size: int = 224, de
     model = create_model(model_name).to(dev).eval()
     x = real_images(img_size).to(dev)
     with torch.inference_mode():
-        reference = model(x).argmax(1)
+        with float32_mode(dev, "fp32"):
+            reference = model(x).argmax(1)
         fast = _prepare(model, setting, dev)
         xs = x.contiguous(memory_format=torch.channels_last) if setting.channels_last else x
-        with _autocast(dev, setting.dtype):
+        with float32_mode(dev, setting.dtype), _autocast(dev, setting.dtype):
             got = fast(xs).float().argmax(1)
     return (got == reference).float().mean().item()
 
