@@ -203,6 +203,13 @@ def _tests_line(results: Path) -> str:
             f"{n['skipped']} skipped")
 
 
+def _cuda_order(case: dict) -> tuple:
+    """Inference before training, then by model, then fp32, tf32, bf16, fp16, compiled last."""
+    precision, *extras = case["ours"].split("+")
+    order = ("fp32", "tf32", "bf16", "fp16")
+    return case["mode"] != "infer", case["model"], bool(extras), order.index(precision) if precision in order else 9
+
+
 def cuda_section(results: Path = RESULTS) -> str:
     """The GPU run of ``benchmarks/run_gpu.sh`` (``cuda_*.json``); empty when there is none."""
     files = sorted(results.glob("cuda_*.json"))
@@ -210,7 +217,8 @@ def cuda_section(results: Path = RESULTS) -> str:
         return ""
     data = {f.stem: json.loads(f.read_text()) for f in files}
     machine = next(iter(data.values()))[0]["machine"]
-    classify = [(name, r) for name, rows in data.items() for r in rows[1:] if "speedup_vs_timm" in r]
+    classify = sorted(((name, r) for name, rows in data.items() for r in rows[1:] if "speedup_vs_timm" in r),
+                      key=lambda item: _cuda_order(item[1]["case"]))
     dense = [(name, r) for name, rows in data.items() for r in rows[1:] if "peer_name" in r]
     out = [f"## On a GPU: {machine.get('gpu', 'CUDA')}", "",
            f"`bash benchmarks/run_gpu.sh` on {machine.get('gpu', 'a GPU')}, torch {machine.get('torch', '?')}. "
