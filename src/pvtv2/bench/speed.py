@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import ours_to_timm
+from ..engine.backends import backend_settings, using_backends
 from ..factory import create_model
 
 #: Precisions: the autocast dtype (None: none). "fp32" is full float32; "tf32" runs float32 matrix
@@ -96,22 +97,11 @@ def _autocast(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
-@contextlib.contextmanager
 def float32_mode(device: torch.device, dtype: str):
     """On CUDA, float32 matrix products and convolutions in full float32 for ``fp32``, on TF32 tensor
-    cores for every other precision (what autocast leaves in float32 included), inside the block;
-    the previous settings come back after it. Other devices are left alone."""
-    if device.type != "cuda":
-        yield
-        return
-    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("highest" if dtype == "fp32" else "high")
-    torch.backends.cudnn.allow_tf32 = dtype != "fp32"
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before[0])
-        torch.backends.cudnn.allow_tf32 = before[1]
+    cores for every other precision (what autocast leaves in float32 included), as the training
+    commands set them (:mod:`pvtv2.engine.backends`); restored after the block. CPUs are left alone."""
+    return using_backends(backend_settings(device, tf32=dtype != "fp32"))
 
 
 def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, device: torch.device) -> Callable[[], Any]:
