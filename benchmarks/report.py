@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -189,11 +190,80 @@ def targets_section(speed: dict, scaling: dict) -> str:
     return "\n".join(lines)
 
 
+def _tests_line(results: Path) -> str:
+    """The CUDA test run's counts, from pytest's JUnit XML (``cuda_tests.xml``)."""
+    path = results / "cuda_tests.xml"
+    if not path.exists():
+        return "CUDA tests: not run"
+    root = ET.parse(path).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    n = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    passed = n["tests"] - n["failures"] - n["errors"] - n["skipped"]
+    return (f"CUDA tests (`pytest -m cuda tests/test_cuda.py`): {passed} passed, {n['failures'] + n['errors']} failed, "
+            f"{n['skipped']} skipped")
+
+
+def _cuda_order(case: dict) -> tuple:
+    """Inference before training, then by model, then fp32, tf32, bf16, fp16, compiled last."""
+    precision, *extras = case["ours"].split("+")
+    order = ("fp32", "tf32", "bf16", "fp16")
+    return case["mode"] != "infer", case["model"], bool(extras), order.index(precision) if precision in order else 9
+
+
+def cuda_section(results: Path = RESULTS) -> str:
+    """The GPU run of ``benchmarks/run_gpu.sh`` (``cuda_*.json``); empty when there is none."""
+    files = sorted(results.glob("cuda_*.json"))
+    if not files:
+        return ""
+    data = {f.stem: json.loads(f.read_text()) for f in files}
+    machine = next(iter(data.values()))[0]["machine"]
+    classify = sorted(((name, r) for name, rows in data.items() for r in rows[1:] if "speedup_vs_timm" in r),
+                      key=lambda item: _cuda_order(item[1]["case"]))
+    dense = [(name, r) for name, rows in data.items() for r in rows[1:] if "peer_name" in r]
+    out = [f"## On a GPU: {machine.get('gpu', 'CUDA')}", "",
+           f"`bash benchmarks/run_gpu.sh` on {machine.get('gpu', 'a GPU')}, torch {machine.get('torch', '?')}. "
+           f"{_tests_line(results)}.", "",
+           "Ours and the peer run with the same weights (timm's `pvt_v2_*`) or the same input (torchvision's "
+           "ResNet-50 models, random weights) in one process, alternating after warm-up, timed with CUDA events. "
+           "Precision: fp32 is full float32, tf32 float32 on TF32 tensor cores, bf16/fp16 autocast (with TF32 for "
+           "what stays float32). Peak memory is what one step adds over what was allocated before it (the models, "
+           "their optimisers and the other model excluded).", ""]
+    if classify:
+        out += ["### Classifiers against timm", "",
+                "| model | mode | batch | ours | timm | ours img/s | timm img/s | ours/timm | max abs diff "
+                "| peak MiB ours / timm | file |", "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
+        for name, r in classify:
+            c = r["case"]
+            out.append(f"| {c['model']} | {c['mode']} | {c['batch_size']} | {c['ours']} | {c['peer']} | "
+                       f"{r['ours']['images_per_second']:.0f} | {r['timm']['images_per_second']:.0f} | "
+                       f"**{r['speedup_vs_timm']:.2f}x** | {r['max_abs_diff']:.1e} | "
+                       f"{_mem(r['ours'].get('peak_memory_mb'))} / {_mem(r['timm'].get('peak_memory_mb'))} | "
+                       f"`{name}.json` |")
+        out.append("")
+    if dense:
+        out += ["### Detectors and Semantic FPN against torchvision's ResNet-50 models (inference)", "",
+                "| task | ours | peer | images | input | precision | ours ms | peer ms | peer / ours "
+                "| peak MiB ours / peer | file |", "|---|---|---|---:|---|---|---:|---:|---:|---:|---|"]
+        for name, r in dense:
+            c = r["case"]
+            ours = f"{c['kind']} {c['backbone']}" if c["task"] == "detect" else f"Semantic FPN {c['backbone']}"
+            out.append(f"| {c['task']} | {ours} | {r['peer_name']} | {c['batch_size']} | "
+                       f"{c['img_size'][0]}x{c['img_size'][1]} | {c['dtype']} | {r['ours']['latency_ms']:.1f} | "
+                       f"{r['peer']['latency_ms']:.1f} | **{r['ratio']:.2f}x** | "
+                       f"{_mem(r['ours'].get('peak_memory_mb'))} / {_mem(r['peer'].get('peak_memory_mb'))} | "
+                       f"`{name}.json` |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
     flops = _load("flops")
     speed_md, speed = speed_section()
     scaling_md, scaling = scaling_section()
     machine = next((d[0]["machine"] for d in (_load(n) for n in COMMANDS) if d), {})
+    cuda = cuda_section()
+    gpu_note = ("The GPU's numbers are in their own section below (`bash benchmarks/run_gpu.sh`)." if cuda else
+                "No GPU run is recorded yet: `bash benchmarks/run_gpu.sh` on a CUDA machine adds its section.")
     faults = ", ".join(f"{_label(c)} {_faults(r['timm'])} against "
                        f"ours {_faults(r['ours'])}"
                        for c, r in speed.items() if c[0] in ("eager_fp32_b8", "train_b0_b16")) or "n/a"
@@ -211,8 +281,7 @@ process per model (n/a for compiled models).
 
 **Machine**: {machine.get('threads', '?')} threads on 2 cores of an AMD EPYC with AVX-512 and
 AVX512-BF16, 24 GiB RAM, no GPU; {machine.get('platform', '')}; torch {machine.get('torch', '')}.
-No GPU has been lent to this project yet, so there are no CUDA numbers (`pvtv2 bench --device cuda`
-is implemented with CUDA events, synchronisation and allocator peak memory).
+{gpu_note}
 
 ## FLOPs (the paper's convention: multiply-adds, attention matmuls included)
 
@@ -241,7 +310,7 @@ post-processing). torchvision's RetinaNet keeps a background logit per anchor (8
 ## Speed against timm on this CPU
 
 {speed_md}
-## Complexity study: time and memory against resolution
+{cuda}## Complexity study: time and memory against resolution
 
 `pvtv2 bench --scaling --reference --out results/scaling --budget-gmacs 1400 --repeats 3`
 (`forward_features` at batch 1 with b2's widths and depths; "fused" is the default path with

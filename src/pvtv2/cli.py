@@ -379,13 +379,33 @@ def cmd_ablation(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench.run import compare_speed, scaling_study
+    from .bench.run import compare_dense, compare_speed, scaling_study
+    from .errors import ConfigError
 
     if args.scaling:
         scaling_study(args.out, budget_gmacs=args.budget_gmacs, device=args.device, repeats=args.repeats,
                       reference=args.reference, threads=args.threads)
+    elif args.task != "classify":
+        only_classify = [flag for flag, used in (("--mode train", "train" in args.mode), ("--compile", args.compile),
+                                                 ("--channels-last", args.channels_last), ("--agreement", args.agreement),
+                                                 ("--peer-eager-fp32", args.peer_eager_fp32),
+                                                 ("--compare none", args.compare == "none")) if used]
+        if only_classify:
+            raise ConfigError(f"{', '.join(only_classify)}: only with --task classify (the dense bench runs inference "
+                              f"against torchvision)")
+        kinds = args.kind or [{"detect": "retinanet", "segment": "fcn_resnet50"}[args.task]]
+        size = args.img_size and (args.img_size * 2)[:2]  # one side: square
+        compare_dense(args.task, kinds, args.model, img_size=size, batch_size=args.batch_size or 1, device=args.device,
+                      dtype=args.dtype, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+                      json_path=args.json)
     else:
-        compare_speed(args.model, args.mode, batch_size=args.batch_size, img_size=args.img_size, device=args.device,
+        if args.kind:
+            raise ConfigError("--kind: only with --task detect or segment")
+        if args.img_size and len(set(args.img_size)) > 1:
+            raise ConfigError(f"--img-size {' '.join(map(str, args.img_size))}: the classification bench runs "
+                              f"square images; give one side")
+        img_size = args.img_size[0] if args.img_size else 224
+        compare_speed(args.model, args.mode, batch_size=args.batch_size or 8, img_size=img_size, device=args.device,
                       dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
                       compare=args.compare == "timm", peer_eager_fp32=args.peer_eager_fp32, agreement=args.agreement,
                       repeats=args.repeats, warmup=args.warmup, threads=args.threads, json_path=args.json)
@@ -596,12 +616,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_ablation)
 
-    p = sub.add_parser("bench", help="throughput/latency/memory, side by side with timm; or the complexity study")
-    p.add_argument("--model", nargs="+", default=["pvt_v2_b0"], help="one or more variants")
-    p.add_argument("--batch-size", default=8, **count)
-    p.add_argument("--img-size", default=224, **size)
+    p = sub.add_parser("bench", help="throughput/latency/memory, side by side with timm (classifiers) or "
+                                     "torchvision's ResNet-50 models (detectors, Semantic FPN); or the complexity study")
+    p.add_argument("--task", default="classify", choices=["classify", "detect", "segment"],
+                   help="classify: against timm; detect / segment: inference against torchvision's ResNet-50 models")
+    p.add_argument("--model", nargs="+", default=["pvt_v2_b0"], help="one or more variants (the backbones for "
+                                                                     "detect / segment)")
+    p.add_argument("--kind", nargs="+", default=None, help="detect: retinanet fasterrcnn maskrcnn fcos (default "
+                   "retinanet); segment: the peer, fcn_resnet50 or deeplabv3_resnet50 (default fcn_resnet50)")
+    p.add_argument("--batch-size", default=None, help="images per step (default 8; detect / segment 1)", **count)
+    p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="H [W]", check=_sides((1, 2)), **checked,
+                   help="input side (default 224; detect 800 1216, segment 512: the test scales)")
     p.add_argument("--mode", nargs="+", default=["infer"], choices=["infer", "train"])
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
+                   help="fp32: full float32; tf32: CUDA's TF32 tensor cores for float32 products (the CPU: as fp32); "
+                        "bf16 / fp16: autocast")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default="cpu", **device)

@@ -1,6 +1,6 @@
-"""What ``pvtv2 bench`` runs: the speed comparisons against timm and the scaling study, each
-printed as it goes (``pvtv2 flops`` is :func:`pvtv2.bench.flops.flops_rows`). The CLI only
-parses flags into these calls."""
+"""What ``pvtv2 bench`` runs: the speed comparisons against timm, the detectors and Semantic FPN
+against torchvision's ResNet-50 models, and the scaling study, each printed as it goes (``pvtv2
+flops`` is :func:`pvtv2.bench.flops.flops_rows`). The CLI only parses flags into these calls."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,17 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..engine.distributed import resolve_device
 from ..fileio import atomic_write
+
+
+def _write_results(json_path: str | Path, device: str, results: list[dict[str, Any]], log: Callable[[str], Any]) -> None:
+    """The machine's description, then every result, as one JSON list."""
+    from .speed import dumps, machine_info
+
+    text = dumps([{"machine": machine_info(device)}] + results)
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+    log(f"wrote {json_path}")
 
 
 def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, batch_size: int = 8, img_size: int = 224,
@@ -20,9 +30,11 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
     weights (``compare``); the peer runs plain eager fp32 with ``peer_eager_fp32``, else in our
     setting. ``agreement`` adds the top-1 agreement with fp32 on real photographs (inference).
     Each result is logged as it comes; ``json_path`` also gets them all, after the machine's
-    description."""
-    from .speed import Case, Setting, dumps, format_result, machine_info, run_case, top1_agreement
+    description. An unknown or absent device (``cuda:1`` on a one-GPU machine) is a
+    :class:`~pvtv2.errors.ConfigError`."""
+    from .speed import Case, Setting, format_result, run_case, top1_agreement
 
+    device = str(resolve_device(device))
     if threads:
         torch.set_num_threads(threads)
     ours = Setting(dtype, channels_last, compile)
@@ -40,9 +52,36 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
             results.append(r)
             log(line)
     if json_path:
-        text = dumps([{"machine": machine_info(device)}] + results)
-        atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
-        log(f"wrote {json_path}")
+        _write_results(json_path, device, results, log)
+    return results
+
+
+def compare_dense(task: str, kinds: Sequence[str], backbones: Sequence[str], *, img_size: tuple[int, int] | None = None,
+                  batch_size: int = 1, device: str = "cpu", dtype: str = "fp32", repeats: int = 5, warmup: int = 2,
+                  threads: int = 0, json_path: str | Path | None = None,
+                  log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+    """Inference latency of our detectors (``task="detect"``, ``kinds``: retinanet, fasterrcnn,
+    maskrcnn, fcos) or Semantic FPN (``"segment"``, ``kinds``: the peers fcn_resnet50,
+    deeplabv3_resnet50) on every backbone, against torchvision's ResNet-50 model, at the test
+    scale unless ``img_size`` (H, W) is given. Logged as they come; ``json_path`` as in
+    :func:`compare_speed`."""
+    from .dense import DenseCase, check_case, format_dense, run_dense_case
+
+    device = str(resolve_device(device))
+    if threads:
+        torch.set_num_threads(threads)
+    cases = [DenseCase(task=task, kind=kind, backbone=backbone, img_size=img_size and tuple(img_size),
+                       batch_size=batch_size, device=device, dtype=dtype, repeats=repeats, warmup=warmup)
+             for kind in kinds for backbone in backbones]
+    for case in cases:  # every kind checked before the first one runs
+        check_case(case)
+    results = []
+    for case in cases:
+        r = run_dense_case(case)
+        results.append(r)
+        log(format_dense(r))
+    if json_path:
+        _write_results(json_path, device, results, log)
     return results
 
 

@@ -2,7 +2,9 @@
 
 Both models run in the same process, alternating, after warm-up; the reported speed-up is the
 ratio of medians (our images/s over the peer's), which is what survives a noisy shared machine.
-CUDA timings use events and synchronisation.
+CUDA timings use events and synchronisation on the chosen device (made current while measuring, so
+``cuda:1`` times and reads GPU 1); peak memory is what one step adds on top of what was allocated
+before it (both models, their optimisers and the input excluded).
 """
 from __future__ import annotations
 
@@ -24,9 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import ours_to_timm
+from ..engine.backends import backend_settings, using_backends
 from ..factory import create_model
 
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: Precisions: the autocast dtype (None: none). "fp32" is full float32; "tf32" runs float32 matrix
+#: products and convolutions on CUDA's TF32 tensor cores (as the training commands do by default).
+DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -58,8 +63,14 @@ def machine_info(device: str) -> dict[str, Any]:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
     if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def on_device(device: torch.device):
+    """Make ``device`` the current CUDA device while measuring: CUDA events, ``synchronize`` and the
+    allocator's statistics follow the current device, not the device a model was moved to."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def timm_peer(ours: nn.Module, name: str) -> nn.Module:
@@ -86,6 +97,13 @@ def _autocast(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
+def float32_mode(device: torch.device, dtype: str):
+    """On CUDA, float32 matrix products and convolutions in full float32 for ``fp32``, on TF32 tensor
+    cores for every other precision (what autocast leaves in float32 included), as the training
+    commands set them (:mod:`pvtv2.engine.backends`); restored after the block. CPUs are left alone."""
+    return using_backends(backend_settings(device, tf32=dtype != "fp32"))
+
+
 def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, device: torch.device) -> Callable[[], Any]:
     if setting.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -93,7 +111,7 @@ def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, dev
         model.eval()
 
         def step():
-            with torch.inference_mode(), _autocast(device, setting.dtype):
+            with float32_mode(device, setting.dtype), torch.inference_mode(), _autocast(device, setting.dtype):
                 return model(x)
         return step
     model.train()
@@ -102,31 +120,46 @@ def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, dev
     scaler = torch.amp.GradScaler(device.type) if setting.dtype == "fp16" else None
 
     def step():
-        with _autocast(device, setting.dtype):
-            loss = F.cross_entropy(model(x), target)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        with float32_mode(device, setting.dtype):
+            with _autocast(device, setting.dtype):
+                loss = F.cross_entropy(model(x), target)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
         return loss
     return step
 
 
 def _time_once(step: Callable, device: torch.device) -> float:
     if device.type == "cuda":
+        stream = torch.cuda.current_stream(device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
         step()
-        end.record()
-        torch.cuda.synchronize()
+        end.record(stream)
+        torch.cuda.synchronize(device)
         return start.elapsed_time(end) / 1000.0
     t = time.perf_counter()
     step()
     return time.perf_counter() - t
+
+
+def measure_step(step: Callable, device: torch.device) -> tuple[float, float | None]:
+    """Seconds one call of ``step`` takes and, on CUDA, the memory (MiB) it adds at its peak over
+    what was allocated before it (``None`` elsewhere: see :func:`cpu_step_memory`). Call it with
+    ``device`` current (:func:`on_device`)."""
+    if device.type != "cuda":
+        return _time_once(step, device), None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    seconds = _time_once(step, device)
+    return seconds, (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 def _page_faults() -> int:
@@ -141,8 +174,9 @@ def _summary(times: list[float], batch: int) -> dict[str, float]:
 
 
 def cpu_step_memory(case: Case, which: str, seed: int = 0) -> float | None:
-    """Peak resident memory (MiB) one step adds on the CPU, measured in a fresh process (both
-    models share this one, so its peak says nothing about either). ``None`` for compiled models."""
+    """Peak resident memory (MiB) one step adds on the CPU after a warm-up step (so AdamW's state
+    and first-call allocations are not counted), measured in a fresh process: both models share
+    the timing process, and glibc reuses what one freed for the other. ``None`` for compiled models."""
     import subprocess
     import sys
 
@@ -168,8 +202,8 @@ def _measure_memory(spec: dict[str, Any]) -> float:
     device = torch.device("cpu")
     x = torch.randn(spec["batch_size"], 3, spec["img_size"], spec["img_size"])
     step = _step_fn(_prepare(model, setting, device), x, setting, spec["mode"], device)
+    step()  # warm-up: the optimiser's state and lazy initialisations belong to no step
     base = memory.start()
-    step()
     step()
     return memory.peak_since(base)
 
@@ -177,6 +211,11 @@ def _measure_memory(spec: dict[str, Any]) -> float:
 def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, Any]:
     """Measure one case; returns our numbers, the peer's, their ratio and an output check."""
     device = torch.device(case.device)
+    with on_device(device):
+        return _run_case(case, device, compare, seed)
+
+
+def _run_case(case: Case, device: torch.device, compare: bool, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     ours_model = create_model(case.model)
     contestants = {"ours": (ours_model, case.ours)}
@@ -188,27 +227,23 @@ def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, An
     outputs = {}
     for name, (model, setting) in contestants.items():
         model.to(device).eval()
-        with torch.inference_mode(), _autocast(device, setting.dtype):
+        with float32_mode(device, setting.dtype), torch.inference_mode(), _autocast(device, setting.dtype):
             outputs[name] = model(x).float()
     steps = {name: _step_fn(_prepare(m, s, device), x, s, case.mode, device) for name, (m, s) in contestants.items()}
     for _ in range(case.warmup):
         for step in steps.values():
             step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
     times: dict[str, list[float]] = {name: [] for name in steps}
     faults: dict[str, list[int]] = {name: [] for name in steps}
     peak: dict[str, float] = {}
     for _ in range(case.repeats):
         for name, step in steps.items():  # alternate, so drifts in machine load hit both
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
             before = _page_faults()
-            times[name].append(_time_once(step, device))
+            seconds, added = measure_step(step, device)
+            times[name].append(seconds)
             faults[name].append(_page_faults() - before)
-            if device.type == "cuda":
-                peak[name] = max(peak.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
+            if added is not None:
+                peak[name] = max(peak.get(name, 0.0), added)
     result: dict[str, Any] = {"case": {**asdict(case), "ours": case.ours.label(), "peer": case.peer.label()}}
     for name in steps:
         result[name] = _summary(times[name], case.batch_size)
@@ -252,10 +287,11 @@ def top1_agreement(model_name: str, setting: Setting, *, img_size: int = 224, de
     model = create_model(model_name).to(dev).eval()
     x = real_images(img_size).to(dev)
     with torch.inference_mode():
-        reference = model(x).argmax(1)
+        with float32_mode(dev, "fp32"):
+            reference = model(x).argmax(1)
         fast = _prepare(model, setting, dev)
         xs = x.contiguous(memory_format=torch.channels_last) if setting.channels_last else x
-        with _autocast(dev, setting.dtype):
+        with float32_mode(dev, setting.dtype), _autocast(dev, setting.dtype):
             got = fast(xs).float().argmax(1)
     return (got == reference).float().mean().item()
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -195,6 +194,8 @@ def collate_detection(batch):
 
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """A binary ``(H, W)`` mask as COCO's compressed RLE with a JSON-ready ``counts`` string."""
+    from pycocotools import mask as mask_utils  # imported where used: the models need no pycocotools
+
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle

@@ -1,0 +1,79 @@
+"""`pvtv2 bench` on a chosen device and `--task detect|segment`: what can be checked without a GPU
+(the measurements on CUDA themselves are in test_cuda.py)."""
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+import pvtv2
+from pvtv2.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "cuda:99"], "--device cuda:99: "),  # no CUDA here, or not 100 GPUs: refused before measuring
+    (["--task", "segment", "--device", "cuda:99"], "--device cuda:99: "),
+    (["--task", "detect", "--kind", "retinanet", "yolo"], "no torchvision peer for detector kind 'yolo'"),
+    (["--task", "segment", "--kind", "unet"], "segmentation peer must be one of fcn_resnet50, deeplabv3_resnet50"),
+    (["--task", "detect", "--mode", "train", "--compile"], "--mode train, --compile: only with --task classify"),
+    (["--kind", "retinanet"], "--kind: only with --task detect or segment"),
+    (["--img-size", "64", "96"], "--img-size 64 96: the classification bench runs square images"),
+    (["--task", "segment", "--img-size", "16"], "--img-size 16: must be at least 32"),
+])
+def test_bench_flags_are_one_line_errors(capsys, argv, message):
+    code, out, err = run(capsys, "bench", *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and out == ""
+
+
+def test_dense_bench_from_the_command_line(capsys, tmp_path):
+    path = tmp_path / "seg.json"
+    code, out, err = run(capsys, "bench", "--task", "segment", "--img-size", 64, "--batch-size", 2, "--repeats", 1,
+                         "--warmup", 0, "--json", path)
+    assert code == 0, err
+    machine, result = json.loads(path.read_text())
+    assert "platform" in machine["machine"] and result["peer_name"] == "fcn_resnet50"  # the default peer
+    assert result["case"]["img_size"] == [64, 64] and result["case"]["batch_size"] == 2  # one side: square
+    assert result["ours"]["images_per_second"] == pytest.approx(2 / result["ours"]["median_s"])
+    assert result["ours"]["peak_memory_mb"] is None  # measured on CUDA only
+    assert out.splitlines() == [f"segment fcn_resnet50 pvt_v2_b0 2x 64x64 fp32 on cpu: ours "
+                                f"{result['ours']['latency_ms']:.0f} ms, fcn_resnet50 "
+                                f"{result['peer']['latency_ms']:.0f} ms, {result['ratio']:.2f}x", f"wrote {path}"]
+
+
+def test_dense_bench_defaults_to_the_test_scales():
+    from pvtv2.bench.dense import TEST_SIZES, DenseCase, check_case
+
+    assert TEST_SIZES == {"detect": (800, 1216), "segment": (512, 512)}
+    assert DenseCase().img_size is None and DenseCase().batch_size == 1
+    check_case(DenseCase(task="detect", kind="maskrcnn"))  # every kind with a peer passes
+    with pytest.raises(ValueError, match="task must be 'detect' or 'segment'"):
+        check_case(DenseCase(task="classify"))
+
+
+def _module_level_imports(tree):
+    """Import statements run when the module is imported (not those inside functions or classes)."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            todo += [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]
+
+
+def test_no_module_imports_pycocotools_when_imported():
+    """The GPU machine has no pycocotools: the models, the CLI and the benches import without it;
+    only reading COCO data, writing masks and evaluating import it, where they use it."""
+    offenders = []
+    for path in sorted(Path(pvtv2.__file__).parent.rglob("*.py")):
+        for node in _module_level_imports(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if any(n.split(".")[0] == "pycocotools" for n in names):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
