@@ -537,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True, help="a segmentation run's best.safetensors")
     s.add_argument("--split", default="val", choices=["train", "val"])
     s.add_argument("--mode", default="whole", choices=["whole", "slide"], help="whole-image or sliding-window inference")
-    s.add_argument("--scale", nargs=2, default=None, help="test rescale (default: the training scale)", **size)
+    s.add_argument("--scale", nargs=2, default=None, help="test rescale, then sides up to multiples of 32 as the official "
+                                                          "AlignResize (default: the training scale)", **size)
     s.add_argument("--crop", default=None, help="sliding window size (default: the training crop)", **size)
     s.add_argument("--reduce-zero-label", action=argparse.BooleanOptionalAction, default=None,
                    help="default: as in training")
@@ -551,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--out", required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
     s.add_argument("--mode", default="whole", choices=["whole", "slide"])
-    s.add_argument("--scale", nargs=2, default=None, **size)
+    s.add_argument("--scale", nargs=2, default=None, help="as for segment eval", **size)
     s.add_argument("--crop", default=None, **size)
     s.add_argument("--device", default="cpu", **device)
     s.add_argument("--workers", default=2, help="image-loading processes", **workers)

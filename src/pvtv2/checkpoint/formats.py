@@ -348,8 +348,9 @@ def _transformers_pvt_config(cfg: Mapping[str, Any], num_classes: int) -> PVTv2C
 
 
 def pvtv2_config_to_transformers(config: PVTv2Config, class_names: list[str] | None = None) -> dict[str, Any]:
-    """The transformers ``config.json`` of a standard PVTv2 (``PvtV2ForImageClassification``) or
-    PVTv1 (``PvtForImageClassification``) model; ablation mixtures have no transformers class."""
+    """The transformers ``config.json`` of a standard PVTv2 (``PvtV2ForImageClassification``, and
+    ``PvtV2Backbone`` through ``AutoBackbone``) or PVTv1 (``PvtForImageClassification``; transformers
+    has no PVTv1 backbone) model; ablation mixtures have no transformers class."""
     family = family_of(config)
     if family is None or config.attention == "full":
         raise CheckpointError("transformers has no class for ablation mixtures; only standard PVTv2 and PVTv1 "
@@ -376,9 +377,14 @@ def pvtv2_config_to_transformers(config: PVTv2Config, class_names: list[str] | N
         return {"architectures": ["PvtForImageClassification"], "model_type": "pvt", **common,
                 "sequence_reduction_ratios": list(config.sr_ratios), "patch_sizes": [4, 2, 2, 2],
                 "strides": [4, 2, 2, 2], "image_size": config.img_size}
+    # The backbone fields make the same folder load as ``AutoBackbone`` -> ``PvtV2Backbone``,
+    # returning the maps of our ``out_indices`` (transformers' indices are 0-based into
+    # ``stage_names``, as ours are into the stages); without them it returns stage 4 only.
+    stages = [f"stage{i}" for i in range(1, 5)]
     return {"architectures": ["PvtV2ForImageClassification"], "model_type": "pvt_v2", **common,
             "sr_ratios": list(config.sr_ratios), "patch_sizes": [7, 3, 3, 3], "strides": [4, 2, 2, 2],
-            "linear_attention": config.attention == "linear"}
+            "linear_attention": config.attention == "linear", "stage_names": stages,
+            "out_features": [stages[i] for i in config.out_indices], "out_indices": list(config.out_indices)}
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -111,16 +111,29 @@ class TrainTransform:
         return img, lab
 
 
+def align_size(h: int, w: int, scale: tuple[int, int], divisor: int = 32) -> tuple[int, int]:
+    """The official test transform's output size (whai362/PVT and PVTv2-Seg ``align_resize.py``,
+    ``AlignResize(keep_ratio=True, size_divisor=32)``): the keep-ratio rescale of
+    :func:`rescale_size`, then each side rounded *up* to a multiple of ``divisor``
+    (``int(np.ceil(h / size_divisor)) * size_divisor``), so the aspect ratio bends slightly."""
+    h, w = rescale_size(h, w, scale)
+    return math.ceil(h / divisor) * divisor, math.ceil(w / divisor) * divisor
+
+
 class EvalTransform:
-    """Keep-ratio resize to ``scale`` (whole-image inference); the label keeps its full size."""
+    """The official test transform, AlignResize: keep-ratio rescale to ``scale``, then a
+    stretch to :func:`align_size` (multiples of 32); the label keeps its full size (scores are
+    computed there)."""
 
     def __init__(self, scale: tuple[int, int]):
         self.scale = scale
 
     def __call__(self, image: Image.Image, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        # Two resizes, as align_resize.py does (mmcv.imrescale, then mmcv.imresize to the
+        # aligned size), not one straight to the final size.
         h, w = rescale_size(image.height, image.width, self.scale)
-        h, w = max(h, 32), max(w, 32)
-        img = np.asarray(image.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255
+        ah, aw = align_size(image.height, image.width, self.scale)
+        img = np.asarray(image.resize((w, h), Image.BILINEAR).resize((aw, ah), Image.BILINEAR), dtype=np.float32) / 255
         return _normalize(torch.from_numpy(img).permute(2, 0, 1)), torch.from_numpy(mask.astype(np.int64))
 
 
