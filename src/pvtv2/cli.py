@@ -499,7 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="object detection / instance segmentation: train, eval, predict")
     dsub2 = p.add_subparsers(dest="detect_command", required=True)
-    _train_command(dsub2, "train", "train RetinaNet / Faster R-CNN / Mask R-CNN (official 1x recipe by default)",
+    _train_command(dsub2, "train", "train a detector (the kind's official recipe by default: 1x for RetinaNet / Faster / "
+                   "Mask R-CNN, 3x for ATSS / GFL / Sparse R-CNN; --schedule 1x|3x picks one)",
                    DetTrainConfig, cmd_detect_train)
     s = dsub2.add_parser("eval", help="COCO box AP (and mask AP) of a checkpoint: the 12-number summary + JSON")
     s.add_argument("--data", required=True, help="COCO-layout root")

@@ -1,15 +1,15 @@
 """COCO-format detection data (pycocotools): checked annotations, targets for torchvision's
-detectors, horizontal flip, and the counts of everything skipped."""
+detectors, the training augmentation (:mod:`pvtv2.detection.augment`), and the counts of
+everything skipped."""
 from __future__ import annotations
 
 import contextlib
 import io
 import json
 import math
-import random
 import warnings
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from ..data.reading import IMAGE_ERRORS, open_rgb
 from ..errors import DataError
+from .augment import Flip
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
 
@@ -112,16 +113,19 @@ class CocoDetection(Dataset):
     out of ``img_dir`` with ``..``, are dropped and counted; ``train=True`` also drops images
     left without annotations. Images are read by :func:`pvtv2.data.reading.open_rgb` (16-bit
     greyscale scaled; more than ``max_image_pixels`` pixels, default PIL's limit, skipped).
+    ``train=True`` applies ``augment(image, target)`` (default: a horizontal flip with
+    ``flip_prob``; :class:`~pvtv2.detection.augment.MultiScaleCrop` for the 3x recipes).
     """
 
     def __init__(self, img_dir: str | Path, ann_file: str | Path, *, train: bool = False, masks: bool = False,
-                 flip_prob: float = 0.5, max_image_pixels: int | None = None):
+                 flip_prob: float = 0.5, augment: Callable | None = None, max_image_pixels: int | None = None):
         self.img_dir, self.ann_file = Path(img_dir), Path(ann_file)
         self.coco = load_coco(ann_file)
         self.cat_ids = sorted(c["id"] for c in self.coco.dataset["categories"])
         self.class_names = [self.coco.cats[c]["name"] for c in self.cat_ids]
         self.label_of = {c: i + 1 for i, c in enumerate(self.cat_ids)}
-        self.train, self.masks, self.flip_prob = train, masks, flip_prob
+        self.train, self.masks = train, masks
+        self.augment = augment if augment is not None else Flip(flip_prob=flip_prob)
         self.max_image_pixels = max_image_pixels
         self.problems: dict[str, list[str]] = {"annotations": [], "missing_images": [], "no_annotations": [],
                                                "unsafe_file_names": []}
@@ -178,11 +182,8 @@ class CocoDetection(Dataset):
         if self.masks:
             target["masks"] = torch.from_numpy(np.stack([self.coco.annToMask(a) for a, _ in anns]) if anns
                                                else np.zeros((0, h, w), dtype=np.uint8))
-        if self.train and random.random() < self.flip_prob:
-            image = image.flip(-1)
-            target["boxes"] = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-            if self.masks:
-                target["masks"] = target["masks"].flip(-1)
+        if self.train:
+            image, target = self.augment(image, target)
         return image, target, None
 
 

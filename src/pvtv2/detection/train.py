@@ -1,11 +1,12 @@
-"""``pvtv2 detect train``: epoch-based detector training (MMDetection's 1x schedule: linear
-warm-up by iteration, step decay by epoch), COCO evaluation after epochs."""
+"""``pvtv2 detect train``: epoch-based detector training (MMDetection's step schedules, 1x or 3x:
+linear warm-up by iteration, step decay by epoch), COCO evaluation after epochs."""
 from __future__ import annotations
 
 import time
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..engine import (FP16_NONFINITE_PATIENCE, DistEnv, LossMeter, RunFolder, SeededSampler, SeededSamples, autocast,
@@ -13,6 +14,7 @@ from ..engine import (FP16_NONFINITE_PATIENCE, DistEnv, LossMeter, RunFolder, Se
                       seed_everything, seed_worker)
 from ..errors import DataError
 from ..model import list_models
+from .augment import Flip, MultiScaleCrop
 from .data import CocoDetection, coco_paths, collate_detection
 from .evaluate import coco_evaluate, predict_dataset
 from .model import create_detector, save_detector
@@ -25,6 +27,26 @@ def step_lr(cfg: DetTrainConfig, epoch: int, it: int) -> float:
     if it < cfg.warmup_iters:
         lr *= 1 - (1 - cfg.warmup_ratio) * (1 - it / cfg.warmup_iters)
     return lr
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay_keys: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """AdamW parameter groups as mmcv's ``paramwise_cfg.custom_keys`` with ``decay_mult=0``: a
+    trainable parameter whose full name contains one of ``no_decay_keys`` (``norm`` matches every
+    ``...norm1.weight``) gets no weight decay. Empty groups are left out (one group without keys)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if any(k in name for k in no_decay_keys) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def train_augment(cfg: DetTrainConfig):
+    """The training images' augmentation of ``cfg.augmentation`` (:mod:`pvtv2.detection.augment`)."""
+    if cfg.augmentation == "multiscale_crop":
+        return MultiScaleCrop(flip_prob=cfg.flip, short_sides=cfg.crop_resize, crop_range=cfg.crop_range,
+                              max_size=cfg.max_size)
+    return Flip(flip_prob=cfg.flip)
 
 
 def iou_types(kind: str) -> tuple[str, ...]:
@@ -42,7 +64,7 @@ def train(cfg: DetTrainConfig) -> dict[str, Any]:
 def _datasets(cfg: DetTrainConfig) -> tuple[CocoDetection, CocoDetection]:
     masks = cfg.kind == "maskrcnn"
     img_dir, ann = coco_paths(cfg.data, "train", images=cfg.train_images, ann=cfg.train_ann)
-    train_set = CocoDetection(img_dir, ann, train=True, masks=masks, flip_prob=cfg.flip)
+    train_set = CocoDetection(img_dir, ann, train=True, masks=masks, augment=train_augment(cfg))
     img_dir, ann = coco_paths(cfg.data, "val", images=cfg.val_images, ann=cfg.val_ann)
     val_set = CocoDetection(img_dir, ann, train=False, masks=masks)
     if train_set.cat_ids != val_set.cat_ids:
@@ -53,7 +75,7 @@ def _datasets(cfg: DetTrainConfig) -> tuple[CocoDetection, CocoDetection]:
 
 def _train(cfg: DetTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     per_proc = env.split_batch(cfg.batch_size)
-    amp = resolve_amp(cfg.amp, env.device)
+    amp = resolve_amp(cfg.amp_on(env.device.type), env.device)
     train_set, val_set = _datasets(cfg)
     if env.is_main:
         train_set.warn()
@@ -62,8 +84,7 @@ def _train(cfg: DetTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     model = create_detector(cfg.kind, cfg.model, len(train_set.class_names), pretrained_backbone=cfg.pretrained_weights,
                             drop_path_rate=cfg.drop_path, min_size=cfg.min_size, max_size=cfg.max_size)
     model.to(env.device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.no_decay_keys), lr=cfg.lr)
     scaler = make_scaler(amp, env.device)
 
     meta = {"task": "detect", "kind": cfg.kind, "model": cfg.model, "classes": train_set.class_names}
@@ -87,7 +108,7 @@ def _train(cfg: DetTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
         raise DataError(f"{len(train_set)} training images give no full batch of {cfg.batch_size}; lower --batch-size")
     scored = iou_types(cfg.kind)
     run.begin(cfg.to_dict(), history, amp=amp, classes=train_set.class_names, what=f"{cfg.kind} + {cfg.model}",
-              images=len(train_set), plan=f"lr {cfg.lr:.3g}, {cfg.epochs} epochs")
+              images=len(train_set), plan=f"{cfg.schedule} schedule: lr {cfg.lr:.3g}, {cfg.epochs} epochs, {cfg.augmentation}")
 
     record: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, cfg.epochs):
