@@ -16,7 +16,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, config_cls, *, require
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type)  # annotations are strings here (postponed evaluation)
-        if kind == "bool":
+        if kind in ("bool", "bool | None"):  # None: a default that the recipe fills
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
             continue
         kwargs = dict(default=f.default, help=f.metadata["help"],

@@ -215,6 +215,16 @@ def export_torchscript(model: PyramidVisionTransformerV2, out: str | Path, *, ba
     return out
 
 
+def classifier_metadata(model: PyramidVisionTransformerV2) -> dict[str, str]:
+    """The ONNX metadata ``pvtv2 predict`` reads back: class names (the checkpoint's; the
+    ImageNet-1K names for 1000 classes without names, else the indices), input size, crop."""
+    from .classification.labels import class_names  # the classification package, only when exporting one
+
+    extra = getattr(model, "checkpoint_extra", {})
+    return {"class_names": json.dumps(class_names(getattr(model, "class_names", None), model.num_classes)),
+            "input_size": str(extra.get("input_size", 224)), "crop_pct": str(extra.get("crop_pct", 0.875))}
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, format: str = "onnx", model: str | None = None,
                       backbone: bool = False, dynamic: bool = True, opset: int = 18, overwrite: bool = False) -> Path:
     """``pvtv2 export``: build the model from ``checkpoint`` (any supported format) and export it.
@@ -223,12 +233,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, format: str = 
     if format == "onnx":
         check_opset(opset)
     net = create_model(model, pretrained=checkpoint)
-    meta = {}
-    if not backbone:
-        names = getattr(net, "class_names", None)
-        extra = getattr(net, "checkpoint_extra", {})
-        meta = {"class_names": json.dumps(names or [str(i) for i in range(net.num_classes)]),
-                "input_size": str(extra.get("input_size", 224)), "crop_pct": str(extra.get("crop_pct", 0.875))}
+    meta = {} if backbone else classifier_metadata(net)
     if format == "onnx":
         return export_onnx(net, out, backbone=backbone, dynamic=dynamic, opset=opset, metadata=meta, overwrite=overwrite)
     return export_torchscript(net, out, backbone=backbone, overwrite=overwrite)

@@ -303,6 +303,16 @@ class PyramidVisionTransformerV2(nn.Module):
         self.head.apply(_init_weights)
 
     @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter groups (``create_optimizer_v2(..., layer_decay=...)``): the stem
+        (stage 1's patch embedding), then one group per stage, then the rest (head, PVTv1's
+        final norm), as timm's ``pvt_v2`` groups its own layout, where stage i's patch embedding
+        is ``stages.{i-1}.downsample``. PVTv1's position embedding i goes with patch embedding i,
+        its class token with stage 4, where it joins the tokens. Per stage at either ``coarse``, as timm's."""
+        return dict(stem=r"^(?:patch_embed1|pos_embed1)(?:\.|$)",
+                    blocks=[(r"^(?:patch_embed|pos_embed|block|norm)(\d+)(?:\.|$)", None), (r"^cls_token$", (4,))])
+
+    @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay: PVTv1's class token, as in the official
         ``pvt.py`` (which keeps the position embeddings decayed); PVTv2 has neither."""

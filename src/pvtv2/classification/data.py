@@ -1,6 +1,7 @@
 """ImageFolder data for classification: checks, transforms, and skipping unreadable images."""
 from __future__ import annotations
 
+import statistics
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -114,11 +115,12 @@ def check_image_folders(root: str | Path) -> list[str]:
 
 
 def train_transform(cfg) -> Callable:
-    """timm's ImageNet training pipeline with the recipe's RandAugment, jitter, erasing."""
+    """timm's ImageNet training pipeline with the recipe's RandAugment, jitter, erasing, flips."""
     return create_transform(
         input_size=cfg.img_size,
         is_training=True,
         scale=tuple(cfg.scale),
+        hflip=0.5 if cfg.hflip else 0.0,
         color_jitter=cfg.color_jitter,
         auto_augment=None if cfg.aa in ("none", "", None) else cfg.aa,
         interpolation=cfg.train_interpolation,
@@ -137,6 +139,19 @@ def eval_transform(img_size: int, crop_pct: float = 0.875) -> Callable:
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
     ])
+
+
+def typical_side(paths: list[str], count: int = 16) -> int | None:
+    """The median shorter side in pixels of up to ``count`` images spread over ``paths`` (only
+    their headers are read); ``None`` when none of them can be read."""
+    sides = []
+    for path in paths[::max(1, len(paths) // count)][:count]:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except IMAGE_ERRORS:
+            continue
+    return int(statistics.median(sides)) if sides else None
 
 
 def warn_skipped(skipped: list[str], where: str) -> None:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from ..engine import DistEnv, autocast, backend_settings, init_distributed, progress, require_samples, using_backends
 from ..errors import DataError
 from .data import SkippingImageFolder, collate_skipping, eval_transform, warn_skipped
+from .labels import folder_namings
 from .predict import load_classifier
 
 
@@ -63,6 +64,8 @@ def _evaluate_checkpoint(data, checkpoint, env: DistEnv, *, model, img_size, bat
     if not folder.is_dir():
         raise DataError(f"{folder}: no such data folder")
     present = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    # ImageNet-1K names: folders may also carry ImageNet's WordNet ids or the indices.
+    names = next((n for n in folder_namings(names) if set(present) <= set(n)), names)
     unknown = [c for c in present if c not in names]
     if unknown:
         raise DataError(f"{folder} has class folder(s) {unknown[:5]} that the checkpoint does not know "

@@ -14,6 +14,7 @@ from ..engine import backend_settings, progress, using_backends
 from ..errors import CheckpointError
 from ..factory import create_model
 from .data import eval_transform
+from .labels import class_names
 
 
 class _Images(Dataset):
@@ -39,13 +40,12 @@ def _collate(batch):
 
 def load_classifier(checkpoint: str | Path, model: str | None = None, *, device: str = "cpu"):
     """Build a classifier from a checkpoint (file, folder or hub id) -> (model, class names,
-    input size, crop pct)."""
+    input size, crop pct). A checkpoint without class names gets the ImageNet-1K names when it
+    has 1000 classes, else the indices (:func:`~pvtv2.classification.labels.class_names`)."""
     net = create_model(model, pretrained=checkpoint)
     net.eval().to(device)
     meta = getattr(net, "checkpoint_extra", {})
-    names = getattr(net, "class_names", None)
-    if not names or len(names) != net.num_classes:
-        names = [str(i) for i in range(net.num_classes)]
+    names = class_names(getattr(net, "class_names", None), net.num_classes)
     return net, names, int(meta.get("input_size", 224)), float(meta.get("crop_pct", 0.875))
 
 

@@ -3,6 +3,7 @@ epoch loop; the run folder, resume and checks are the shared ones of :mod:`pvtv2
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,9 +25,9 @@ from ..errors import DataError
 from ..factory import create_model
 from ..model import list_models
 from .data import (SkippingImageFolder, check_image_folders, collate_skipping, eval_transform, train_transform,
-                   warn_skipped)
+                   typical_side, warn_skipped)
 from .evaluate import evaluate
-from .recipe import TrainConfig
+from .recipe import TrainConfig, advice
 
 
 def train_one_epoch(
@@ -89,7 +90,7 @@ def train_one_epoch(
                 totals[k] += window[k]
             elapsed = time.perf_counter() - start
             bar.set_postfix(loss=f"{window['loss'] / max(window['weight'], 1):.3f}",
-                            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                            lr=f"{max(g['lr'] for g in optimizer.param_groups):.2e}",
                             img_s=f"{seen * env.world_size / max(elapsed, 1e-9):.0f}")
     window = meter.read(where, step)
     for k in totals:
@@ -143,7 +144,10 @@ def _train(cfg: TrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     model.to(env.device)
     total_batch = cfg.batch_size * env.world_size
     lr = cfg.lr * total_batch / 512.0  # main.py: linear scaling rule
-    optimizer = create_optimizer_v2(model, opt="adamw", lr=lr, weight_decay=cfg.weight_decay, eps=cfg.opt_eps)
+    # Layer-wise lr decay: timm groups the parameters by model.group_matcher() (stem, stages, head)
+    # and scales each group's lr, which its schedulers apply (param_group["lr_scale"]).
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=lr, weight_decay=cfg.weight_decay, eps=cfg.opt_eps,
+                                    layer_decay=cfg.layer_decay if cfg.layer_decay < 1 else None)
     scaler = make_scaler(amp, env.device)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
 
@@ -178,7 +182,13 @@ def _train(cfg: TrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * unit, lr_min=cfg.min_lr, warmup_lr_init=cfg.warmup_lr,
                                   warmup_t=cfg.warmup_epochs * unit, cycle_limit=1, t_in_epochs=True)
     run.begin({**cfg.to_dict(), "lr_scaled": lr}, history, amp=amp, classes=classes, what=cfg.model,
-              images=len(train_loader.dataset), plan=f"lr {lr:.3g}, {cfg.epochs} epochs")
+              images=len(train_loader.dataset), plan=f"{cfg.recipe} recipe, lr {lr:.3g}, {cfg.epochs} epochs")
+    if env.is_main and cfg.recipe == "imagenet":
+        train_set = train_loader.dataset.dataset
+        tip = advice(cfg, images=len(train_set), image_side=typical_side([p for p, _ in train_set.samples]),
+                     lr_scaled=lr)
+        if tip:
+            warnings.warn(tip, stacklevel=1)
 
     record: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, cfg.epochs):
@@ -198,7 +208,7 @@ def _train(cfg: TrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
         record = {
             "epoch": epoch, "train_loss": round(stats["loss"], 6), "val_loss": round(val["loss"], 6),
             "val_top1": round(val["top1"], 4), "val_top5": round(val["top5"], 4),
-            "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(stats["seconds"], 3),
+            "lr": max(g["lr"] for g in optimizer.param_groups), "epoch_seconds": round(stats["seconds"], 3),
             "images_per_second": round(stats["images"] / max(stats["seconds"], 1e-9), 2),
             "skipped_images": stats["skipped_count"] + len(val["skipped"]), "skipped_steps": stats["skipped_steps"],
         }
