@@ -60,7 +60,8 @@ class Variant:
     # dense-prediction models on this backbone, as the PVTv2 paper counts them: detector or
     # segmenter -> (parameters in millions, GFLOPs or None where the paper gives none).
     # RetinaNet and Mask R-CNN (1x, COCO; GFLOPs at 1280x800): Table 3 (parameters) and the
-    # ablation, Table 6 (GFLOPs); Semantic FPN (ADE20K, 512x512): Table 5.
+    # ablation, Table 6 (GFLOPs); Semantic FPN (ADE20K, 512x512): Table 5; Cascade Mask R-CNN
+    # (3x, COCO; B2 and B2-Li only): Table 4.
     paper_dense: Mapping[str, tuple[float, float | None]] = field(default_factory=dict)
 
     @property
@@ -107,10 +108,12 @@ REGISTRY: dict[str, Variant] = {v.name: v for v in (
     _pvt_v2("pvt_v2_b1", (2, 2, 2, 2), drop_path=0.1, num_params=14_009_000, paper_gflops=2.1, paper_top1=78.7,
             dense=dict(retinanet=(23.8, None), maskrcnn=(33.7, None), semantic_fpn=(17.8, 34.2))),
     _pvt_v2("pvt_v2_b2", (3, 4, 6, 3), drop_path=0.1, num_params=25_362_856, paper_gflops=4.0, paper_top1=82.0,
-            dense=dict(retinanet=(35.1, 290.7), maskrcnn=(45.0, None), semantic_fpn=(29.1, 45.8))),
+            dense=dict(retinanet=(35.1, 290.7), maskrcnn=(45.0, None), semantic_fpn=(29.1, 45.8),
+                       cascade_maskrcnn=(83.0, 788.0))),
     _pvt_v2("pvt_v2_b2_li", (3, 4, 6, 3), attention="linear", drop_path=0.1,
             num_params=22_553_512, paper_gflops=3.9, paper_top1=82.1,
-            dense=dict(retinanet=(32.3, 227.4), maskrcnn=(42.2, None), semantic_fpn=(26.3, 41.0))),
+            dense=dict(retinanet=(32.3, 227.4), maskrcnn=(42.2, None), semantic_fpn=(26.3, 41.0),
+                       cascade_maskrcnn=(80.0, 725.0))),
     _pvt_v2("pvt_v2_b3", (3, 4, 18, 3), drop_path=0.3, clip_grad=1.0,
             num_params=45_238_696, paper_gflops=6.9, paper_top1=83.1,
             dense=dict(retinanet=(55.0, None), maskrcnn=(64.9, None), semantic_fpn=(49.0, 62.4))),

@@ -173,13 +173,31 @@ def _sparse_rcnn_dummy(model: nn.Module, images: torch.Tensor) -> Any:
     return features, outputs
 
 
+def _cascade_dummy(model: nn.Module, images: torch.Tensor) -> Any:
+    """mmdet ``CascadeRoIHead.forward_dummy``: backbone + neck, the RPN head on every level, every
+    stage's box head on the same 1000 random proposals and every stage's mask head on the first 100
+    (pooled features made directly, as :func:`_two_stage_dummy`)."""
+    levels = list(model.backbone(images).values())
+    outputs = [model.rpn.head(levels)]
+    heads = model.roi_heads
+
+    def pooled(pooler: nn.Module, n: int) -> torch.Tensor:
+        return images.new_zeros(n, model.backbone.out_channels, *pooler.output_size)
+
+    outputs += [head(pooled(heads.box_roi_pool, 1000)) for head in heads.box_heads]
+    outputs += [head(pooled(heads.mask_roi_pool, 100)) for head in heads.mask_heads]
+    return outputs
+
+
 def _register_pvtv2_detectors() -> None:
     """The detector kinds of :mod:`pvtv2.detection` that are not torchvision's."""
+    from ..detection.cascade_rcnn import CascadeMaskRCNN
     from ..detection.one_stage import ConvGN, OneStageDetector
     from ..detection.sparse_rcnn import SparseRCNN
 
     DUMMY_FORWARDS.setdefault(OneStageDetector, _single_stage_dummy)  # ATSS, GFL
     DUMMY_FORWARDS.setdefault(SparseRCNN, _sparse_rcnn_dummy)
+    DUMMY_FORWARDS.setdefault(CascadeMaskRCNN, _cascade_dummy)
     # mmcv's ConvModule has a ReLU module, which it counts; ConvGN applies torch.relu (its conv and
     # GroupNorm are counted by their own rules).
     RULES.setdefault(ConvGN, ("act_pool", _per_output))

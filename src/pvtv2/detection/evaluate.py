@@ -19,7 +19,7 @@ from ..engine import DistEnv, autocast, backend_settings, init_distributed, prog
 from ..errors import DataError
 from ..fileio import atomic_write
 from .data import CocoDetection, coco_paths, collate_detection, encode_mask
-from .model import load_detector
+from .model import MASK_KINDS, load_detector
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -126,6 +126,6 @@ def _evaluate_checkpoint(data, checkpoint, env: DistEnv, *, split, images, ann, 
     require_samples(len(dataset) - len(skipped), skipped, f"evaluating on {img_dir}")
     if results_file:
         atomic_write(results_file, lambda tmp: Path(tmp).write_text(json.dumps(results)))
-    iou_types = ("bbox", "segm") if info["kind"] == "maskrcnn" else ("bbox",)
+    iou_types = ("bbox", "segm") if info["kind"] in MASK_KINDS else ("bbox",)
     report = coco_evaluate(dataset.coco, results, iou_types, image_ids=[r[0]["id"] for r in dataset.records])
     return {**report, "images": len(dataset) - len(skipped), "skipped": len(skipped), "detections": len(results)}

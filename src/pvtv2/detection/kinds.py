@@ -1,5 +1,6 @@
-"""The official training and test settings of the FCOS, ATSS, GFL and Sparse R-CNN kinds, as
-data: one :class:`KindRecipe` per kind, each number with the config file and line it comes from.
+"""The official training and test settings of the FCOS, ATSS, GFL, Sparse R-CNN and Cascade Mask
+R-CNN kinds, as data: one :class:`KindRecipe` per kind, each number with the config file and line
+it comes from.
 
 Sources: whai362/PVT ``detection/configs/`` (commit 57e2dfa):
 
@@ -9,6 +10,11 @@ Sources: whai362/PVT ``detection/configs/`` (commit 57e2dfa):
 * ``sparse_rcnn_pvt_v2_b2_fpn_300_proposals_crop_mstrain_480-800_3x_coco.py`` and
   ``sparse_rcnn_pvt_v2_b2_li_fpn_300_proposals_crop_mstrain_480-800_3x_coco.py`` (these two
   differ: B2 trains with 1 image per GPU at lr 2.5e-5 / 1.4, B2-Li with 2 at lr 2.5e-5),
+* ``cascade_mask_rcnn_pvt_v2_b2_fpn_3x_mstrain_fp16.py`` and its ``_b2_li_`` twin (identical but for
+  the backbone), on the base ``_base_/models/cascade_mask_rcnn_pvtv2_b2_fpn.py`` (the RPN, the
+  cascade's assigners, samplers, stage loss weights, mask head and test settings; the main file
+  replaces its ``Shared2FCBBoxHead`` stages with 4-conv + 1-fc heads, SyncBN, class-specific
+  regression and GIoU) and ``_base_/datasets/coco_instance.py``,
 * the bases they all name: ``_base_/schedules/schedule_1x.py`` (linear warm-up over 500
   iterations from 0.001x, kept because the configs only override ``step``) and
   ``_base_/datasets/coco_detection.py`` (2 images per GPU, 8 GPUs; test resize 1333x800).
@@ -16,7 +22,8 @@ Sources: whai362/PVT ``detection/configs/`` (commit 57e2dfa):
 whai362/PVT has no FCOS config: the ``fcos`` recipe is ours (the RetinaNet 1x recipe of
 ``recipe.py``, the nearest official one-stage setting) and says so.
 
-The detectors read their test-time defaults (``test``) from here, so each number is written once.
+The detectors read their test-time defaults (``test``) and, for the cascade, the head's training
+settings (``head``) from here, so each number is written once.
 """
 from __future__ import annotations
 
@@ -29,6 +36,9 @@ _SPARSE = "sparse_rcnn_pvt_v2_b2_fpn_300_proposals_crop_mstrain_480-800_3x_coco.
 _SPARSE_LI = "sparse_rcnn_pvt_v2_b2_li_fpn_300_proposals_crop_mstrain_480-800_3x_coco.py"
 _SCHEDULE = "_base_/schedules/schedule_1x.py"
 _COCO = "_base_/datasets/coco_detection.py"
+_CASCADE = "cascade_mask_rcnn_pvt_v2_b2_fpn_3x_mstrain_fp16.py"
+_CASCADE_BASE = "_base_/models/cascade_mask_rcnn_pvtv2_b2_fpn.py"
+_COCO_INSTANCE = "_base_/datasets/coco_instance.py"
 
 #: The short sides of the DETR-style multi-scale augmentation (480..800 step 32), long side <= 1333.
 MULTISCALE_SIZES = tuple(range(480, 801, 32))
@@ -70,6 +80,8 @@ class KindRecipe:
     amp: str = "fp16"
     #: Keyword arguments of the detector at test time.
     test: dict[str, Any] = field(default_factory=dict)
+    #: Keyword arguments of the detector's training: assignment, sampling, losses (the cascade's).
+    head: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     per_backbone: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -148,5 +160,51 @@ KIND_RECIPES: dict[str, KindRecipe] = {
         amp="auto",
         test={"score_thresh": 0.2, "nms_thresh": 0.6, "detections_per_img": 100, "topk_candidates": 1000},
         sources={"all": "none official: pvtv2's RetinaNet 1x recipe (detection/recipe.py) and torchvision FCOS defaults"},
+    ),
+    "cascade_maskrcnn": KindRecipe(
+        kind="cascade_maskrcnn",
+        configs={"pvt_v2_b2": _CASCADE, "pvt_v2_b2_li": _CASCADE.replace("b2_", "b2_li_")},
+        weight_decay=0.05, no_decay_keys=("absolute_pos_embed", "relative_position_bias_table", "norm"),
+        head={
+            # The RPN (train_cfg.rpn, rpn_proposal): MaxIoUAssigner 0.7 / 0.3 with low-quality matches,
+            # 256 anchors half positive, 2000 proposals per level before NMS 0.7 and 2000 after.
+            "rpn_fg_iou_thresh": 0.7, "rpn_bg_iou_thresh": 0.3, "rpn_batch_size_per_image": 256,
+            "rpn_positive_fraction": 0.5, "rpn_pre_nms_top_n_train": 2000, "rpn_post_nms_top_n_train": 2000,
+            "rpn_nms_thresh": 0.7,
+            # The cascade (train_cfg.rcnn, one dict per stage): MaxIoUAssigner pos = neg = min_pos IoU,
+            # no low-quality matches; RandomSampler 512 RoIs, 25% positive, ground truth added.
+            "stage_iou_thresholds": (0.5, 0.6, 0.7), "box_batch_size_per_image": 512, "box_positive_fraction": 0.25,
+            "stage_box_stds": ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067)),
+            "stage_loss_weights": (1.0, 0.5, 0.25), "giou_weight": 10.0,
+        },
+        test={"rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 1000, "box_score_thresh": 0.05,
+              "box_nms_thresh": 0.5, "box_detections_per_img": 100},
+        sources={
+            "neck": f"{_CASCADE}:14-18", "rpn_head": f"{_CASCADE_BASE}:12-27", "anchors": f"{_CASCADE_BASE}:16-20",
+            "rpn_fg_iou_thresh": f"{_CASCADE_BASE}:105-111", "rpn_bg_iou_thresh": f"{_CASCADE_BASE}:108",
+            "rpn_batch_size_per_image": f"{_CASCADE_BASE}:114", "rpn_positive_fraction": f"{_CASCADE_BASE}:115",
+            "rpn_pre_nms_top_n_train": f"{_CASCADE_BASE}:123", "rpn_post_nms_top_n_train": f"{_CASCADE_BASE}:125",
+            "rpn_nms_thresh": f"{_CASCADE_BASE}:126,187",
+            "num_stages": f"{_CASCADE_BASE}:30", "stage_loss_weights": f"{_CASCADE_BASE}:31",
+            "roi_align": f"{_CASCADE_BASE}:32-36 (box, 7x7), 89-93 (mask, 14x14)",
+            "box_head": f"{_CASCADE}:19-78 (ConvFCBBoxHead: num_shared_convs=4, num_shared_fcs=1, 256 / 1024 channels, "
+                        f"reg_class_agnostic=False, norm_cfg=SyncBN at 23-27, 34, 36)",
+            "stage_box_stds": f"{_CASCADE}:30-33, 49-52, 68-71", "reg_decoded_bbox": f"{_CASCADE}:35,54,73",
+            "loss_cls": f"{_CASCADE}:37-38,56-57,75-76", "giou_weight": f"{_CASCADE}:39,58,77",
+            "mask_head": f"{_CASCADE_BASE}:94-101 (FCNMaskHead, 4 convs; one per stage: mmdet's CascadeRoIHead)",
+            "stage_iou_thresholds": f"{_CASCADE_BASE}:130-136, 147-153, 164-170",
+            "box_batch_size_per_image": f"{_CASCADE_BASE}:137-142, 154-159, 171-176",
+            "box_positive_fraction": f"{_CASCADE_BASE}:140,157,174", "mask_size": f"{_CASCADE_BASE}:143,160,177",
+            "rpn_pre_nms_top_n_test": f"{_CASCADE_BASE}:184", "rpn_post_nms_top_n_test": f"{_CASCADE_BASE}:186",
+            "box_score_thresh": f"{_CASCADE_BASE}:190", "box_nms_thresh": f"{_CASCADE_BASE}:191",
+            "box_detections_per_img": f"{_CASCADE_BASE}:192", "mask_thr_binary": f"{_CASCADE_BASE}:193",
+            "augmentation": f"{_CASCADE}:84-121", "train_min_sizes": f"{_CASCADE}:92-94,108-111",
+            "max_size": f"{_CASCADE}:92", "optimizer": f"{_CASCADE}:124", "lr": f"{_CASCADE}:124",
+            "betas": f"{_CASCADE}:124", "weight_decay": f"{_CASCADE}:124", "no_decay_keys": f"{_CASCADE}:125-127",
+            "steps": f"{_CASCADE}:128", "epochs": f"{_CASCADE}:134", "clip_grad": f"{_CASCADE}:139",
+            "amp": f"{_CASCADE}:134,142", "warmup_iters": f"{_SCHEDULE}:5-10", "warmup_ratio": f"{_SCHEDULE}:9",
+            "gamma": f"{_SCHEDULE}:6 (mmcv's step policy default 0.1)", "batch_size": f"{_COCO_INSTANCE}:32 (x 8 GPUs)",
+            "test_min_size": f"{_COCO_INSTANCE}:20",
+        },
     ),
 }

@@ -1,5 +1,5 @@
 """PVTv2 + FPN backbones for torchvision's detectors (RetinaNet, Faster R-CNN, Mask R-CNN,
-FCOS) and ours on torchvision's parts (ATSS, GFL, Sparse R-CNN).
+FCOS) and ours on torchvision's parts (ATSS, GFL, Sparse R-CNN, Cascade Mask R-CNN).
 
 For torchvision's detectors only the glue is ours: the FPN, anchor generators, heads, RoI ops,
 losses and box coding are torchvision's (anchors and box coding kept in float32 under autocast:
@@ -7,8 +7,9 @@ losses and box coding are torchvision's (anchors and box coding kept in float32 
 
 * RetinaNet (``retinanet_pvt_v2_*_fpn_1x_coco.py``): FPN over stages 2-4 (``start_level=1``),
   256 channels, P6/P7 from stage 4's map (``add_extra_convs='on_input'``), 5 levels P3-P7.
-* Faster/Mask R-CNN (``mask_rcnn_pvt_v2_*_fpn_1x_coco.py``): FPN over all 4 stages, 256
-  channels, P6 by max-pooling P5 (``num_outs=5``), 5 levels P2-P6.
+* Faster/Mask R-CNN (``mask_rcnn_pvt_v2_*_fpn_1x_coco.py``) and Cascade Mask R-CNN
+  (``cascade_mask_rcnn_pvt_v2_*_fpn_3x_mstrain_fp16.py``): FPN over all 4 stages, 256 channels,
+  P6 by max-pooling P5 (``num_outs=5``), 5 levels P2-P6.
 * ATSS / GFL (``atss_pvt_v2_*_fpn_3x_mstrain_fp16.py``, ``gfl_...``): stages 2-4, P6/P7 by
   stride-2 convs on P5's output without a ReLU between them (``add_extra_convs='on_output'``,
   MMDetection's default ``relu_before_extra_convs=False``), P3-P7.
@@ -38,19 +39,22 @@ from ..errors import CheckpointError
 from ..factory import create_model
 from ..model import PyramidVisionTransformerV2
 from .atss import ATSS
+from .cascade_rcnn import CascadeMaskRCNN
 from .fp32_boxes import use_float32_boxes
 from .gfl import GFL
 from .sparse_rcnn import SparseRCNN
 
 DETECTORS = {"retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN, "fcos": FCOS, "atss": ATSS,
-             "gfl": GFL, "sparse_rcnn": SparseRCNN}
+             "gfl": GFL, "sparse_rcnn": SparseRCNN, "cascade_maskrcnn": CascadeMaskRCNN}
 KINDS = tuple(DETECTORS)
+#: The kinds that predict instance masks: they train on the masks and are scored on ``segm`` too.
+MASK_KINDS = ("maskrcnn", "cascade_maskrcnn")
 
 #: The neck of each kind's official config (see the module docstring): the first PVTv2 stage
 #: the FPN reads (1-based) and how the levels above the last stage are made.
 NECKS = {"retinanet": (2, "p6p7"), "fasterrcnn": (1, "maxpool"), "maskrcnn": (1, "maxpool"),
          "fcos": (2, "p6p7_on_output_relu"), "atss": (2, "p6p7_on_output"), "gfl": (2, "p6p7_on_output"),
-         "sparse_rcnn": (1, "none")}
+         "sparse_rcnn": (1, "none"), "cascade_maskrcnn": (1, "maxpool")}
 EXTRA_LEVELS = {"maxpool": [64], "p6p7": [64, 128], "p6p7_on_output": [64, 128], "p6p7_on_output_relu": [64, 128],
                 "none": []}
 
@@ -126,7 +130,7 @@ def create_detector(kind: str, backbone_name: str, num_classes: int, *, pretrain
     """A torchvision detector on a PVTv2 + FPN backbone.
 
     ``kind``: one of :data:`KINDS` (``retinanet``, ``fasterrcnn``, ``maskrcnn``, ``fcos``,
-    ``atss``, ``gfl``, ``sparse_rcnn``). ``num_classes`` counts the object categories; targets
+    ``atss``, ``gfl``, ``sparse_rcnn``, ``cascade_maskrcnn``). ``num_classes`` counts the object categories; targets
     use labels ``1..num_classes`` (0 is the background, as torchvision).
     ``min_size``/``max_size``: the 1333x800-style test resize of the official configs.
     Other keyword arguments go to the detector (score thresholds, NMS...).
