@@ -24,8 +24,9 @@
   the last stage's decoding, per-class NMS 0.5 above score 0.05, the best 100; the masks are the
   mean of the three mask heads' probabilities on those boxes.
 
-The head's BatchNorm is ``SyncBN`` in the official config: under DDP on CUDA the trainer converts
-it with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``. RoI Align is torchvision's
+The head's BatchNorm is ``SyncBN`` in the official config: under DDP on CUDA convert the model with
+``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` before wrapping it (same state dict); plain
+BatchNorm takes its statistics over one process's RoIs. RoI Align is torchvision's
 ``MultiScaleRoIAlign`` (the level rule of mmdet's ``finest_scale=56``, sampling ratio 0 =
 adaptive as the config, but ``aligned=False`` where mmcv's defaults to ``aligned=True``), and the
 mask targets are torchvision's (the ground-truth mask resampled into each RoI, not binarised
