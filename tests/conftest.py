@@ -3,8 +3,11 @@ import os
 import pytest
 import torch
 
-# Two cores here: keep torch from oversubscribing them and keep runs repeatable.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two cores here: keep torch from oversubscribing them and keep runs repeatable. Under
+# pytest-xdist (`make test` runs `-n 2`) the workers share the cores: one thread each, since
+# OpenMP threads spinning on a busy core slow a run down many times over.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 
 from pvtv2.registry import REGISTRY  # noqa: E402  (after the thread setting)
 

@@ -17,7 +17,7 @@ from ..model import list_models
 from .augment import Flip, MultiScaleCrop
 from .data import CocoDetection, coco_paths, collate_detection
 from .evaluate import coco_evaluate, predict_dataset
-from .model import create_detector, save_detector
+from .model import MASK_KINDS, create_detector, save_detector
 from .recipe import DetTrainConfig
 
 
@@ -51,7 +51,7 @@ def train_augment(cfg: DetTrainConfig):
 
 def iou_types(kind: str) -> tuple[str, ...]:
     """What COCO evaluation scores for a detector: boxes, and masks for Mask R-CNN."""
-    return ("bbox", "segm") if kind == "maskrcnn" else ("bbox",)
+    return ("bbox", "segm") if kind in MASK_KINDS else ("bbox",)
 
 
 def train(cfg: DetTrainConfig) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def train(cfg: DetTrainConfig) -> dict[str, Any]:
 
 
 def _datasets(cfg: DetTrainConfig) -> tuple[CocoDetection, CocoDetection]:
-    masks = cfg.kind == "maskrcnn"
+    masks = cfg.kind in MASK_KINDS
     img_dir, ann = coco_paths(cfg.data, "train", images=cfg.train_images, ann=cfg.train_ann)
     train_set = CocoDetection(img_dir, ann, train=True, masks=masks, augment=train_augment(cfg))
     img_dir, ann = coco_paths(cfg.data, "val", images=cfg.val_images, ann=cfg.val_ann)
@@ -83,6 +83,8 @@ def _train(cfg: DetTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     seed_everything(cfg.seed)
     model = create_detector(cfg.kind, cfg.model, len(train_set.class_names), pretrained_backbone=cfg.pretrained_weights,
                             drop_path_rate=cfg.drop_path, min_size=cfg.min_size, max_size=cfg.max_size)
+    if env.distributed and env.device.type == "cuda":  # the cascade's box heads have BatchNorm (SyncBN in the config)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(env.device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.no_decay_keys), lr=cfg.lr)
     scaler = make_scaler(amp, env.device)
