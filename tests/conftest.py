@@ -75,6 +75,33 @@ def pvtv2_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pvtv2", *args]
 
 
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv, check=False)``: the ``pvtv2`` command run in this process through
+    ``pvtv2.cli.main`` (parsing, delegation, one-line errors and exit codes are the same as in a
+    fresh process, without its seconds of start-up), returning ``returncode``, ``stdout`` and
+    ``stderr`` as ``subprocess.run`` does. Tests of process-level behaviour (signals, torchrun,
+    the console script) keep real subprocesses."""
+    import subprocess
+
+    from pvtv2.cli import main
+
+    def run(*argv, check: bool = False) -> subprocess.CompletedProcess:
+        capsys.readouterr()  # drop what earlier steps printed
+        argv = [str(a) for a in argv]
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        result = subprocess.CompletedProcess(["pvtv2", *argv], code or 0, out, err)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    return run
+
+
 def hash_training_state(path: Path) -> str:
     """A digest of a last.pt's weights and AdamW first moments: equal only if training was identical."""
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -49,9 +49,8 @@ def test_attention_flops_follow_the_official_formula():
     assert li == sum(2 * (224 // s) ** 2 * 49 * dim * depth for s, dim, depth in zip((4, 8, 16, 32), (64, 128, 320, 512), (3, 4, 6, 3)))
 
 
-def test_flops_cli_json():
-    res = subprocess.run([sys.executable, "-m", "pvtv2", "flops", "--model", "pvt_v2_b2_li", "--json"],
-                         capture_output=True, text=True, check=True)
+def test_flops_cli_json(cli):
+    res = cli("flops", "--model", "pvt_v2_b2_li", "--json", check=True)
     row = json.loads(res.stdout)[0]
     paper = REGISTRY["pvt_v2_b2_li"].paper_gflops
     assert row["model"] == "pvt_v2_b2_li" and row["paper_gflops"] == paper and round(row["gflops"], 1) == paper

@@ -1,14 +1,13 @@
 """Loading every checkpoint format, saving the pvtv2 format, converting, and the errors for broken files."""
 import json
 import pickle
-import subprocess
 import time
 import warnings
 
 import pytest
 import timm
 import torch
-from conftest import ENV, pvtv2_cmd, randomize_
+from conftest import randomize_
 from safetensors.torch import save_file
 from timm.models.pvt_v2 import checkpoint_filter_fn as timm_filter
 from transformers import PvtV2Config as HFConfig
@@ -484,11 +483,11 @@ def test_convert_checks_the_destination_suffix(tmp_path, to, dst, expected):
     assert not (tmp_path / dst).exists()
 
 
-def test_convert_command_overwrite_flag_and_old_format_name(tmp_path, b0):
+def test_convert_command_overwrite_flag_and_old_format_name(tmp_path, b0, cli):
     b0.save_pretrained(tmp_path / "src")
     (tmp_path / "b0.safetensors").write_bytes(b"old")
-    res = subprocess.run(pvtv2_cmd("convert", str(tmp_path / "src"), str(tmp_path / "b0.safetensors"), "--to", "ours",
-                                   "--overwrite"), capture_output=True, text=True, env=ENV)
+    res = cli("convert", str(tmp_path / "src"), str(tmp_path / "b0.safetensors"), "--to", "ours",
+              "--overwrite")
     assert res.returncode == 0 and "wrote pvtv2 checkpoint" in res.stdout, res.stderr
     again = pvtv2.create_model(pretrained=tmp_path / "b0.safetensors")
     assert again.load_report.format == "pvtv2" and torch.equal(again.head.weight, b0.head.weight)

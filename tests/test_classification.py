@@ -69,19 +69,17 @@ def test_outputs_and_metrics_format(tmp_path, tiny):
     assert result["best_top1"] == max(r["val_top1"] for r in lines)
 
 
-def test_eval_and_predict_commands(tmp_path, tiny):
+def test_eval_and_predict_commands(tmp_path, tiny, cli):
     out = tmp_path / "run"
     train(TrainConfig(data=str(tiny), output=str(out), epochs=1, **FAST))
-    res = subprocess.run(pvtv2_cmd("eval", "--data", str(tiny), "--model", "pvt_v2_b0", "--checkpoint",
-                                   str(out / "best.safetensors"), "--workers", "0", "--device", "cpu"),
-                         capture_output=True, text=True, env=ENV, check=True)
+    res = cli("eval", "--data", str(tiny), "--model", "pvt_v2_b0", "--checkpoint",
+              str(out / "best.safetensors"), "--workers", "0", "--device", "cpu", check=True)
     scores = json.loads(res.stdout)
     assert set(scores) >= {"top1", "top5", "loss", "images"} and scores["images"] == 12
     in_process = evaluate_checkpoint(tiny, out / "best.safetensors", device="cpu", workers=0)
     assert scores["top1"] == in_process["top1"]
-    res = subprocess.run(pvtv2_cmd("predict", str(tiny / "val" / "circle"), str(tiny / "val" / "square" / "00000.png"),
-                                   "--checkpoint", str(out / "best.safetensors"), "--topk", "2"),
-                         capture_output=True, text=True, env=ENV, check=True)
+    res = cli("predict", str(tiny / "val" / "circle"), str(tiny / "val" / "square" / "00000.png"),
+              "--checkpoint", str(out / "best.safetensors"), "--topk", "2", check=True)
     records = [json.loads(l) for l in res.stdout.splitlines()]
     assert len(records) == 5
     for r in records:
@@ -186,12 +184,11 @@ def test_missing_and_empty_data(tmp_path):
         train(TrainConfig(data=str(tmp_path / "d"), output=str(tmp_path / "o"), **FAST))
 
 
-def test_class_missing_from_val(tmp_path, tiny):
+def test_class_missing_from_val(tmp_path, tiny, cli):
     data = tmp_path / "d"
     shutil.copytree(tiny, data)
     shutil.rmtree(data / "val" / "circle")
-    res = subprocess.run(pvtv2_cmd("train", *cli_args({**FAST, "data": str(data), "epochs": 1, "output": str(tmp_path / "o")})),
-                         env=ENV, capture_output=True, text=True)
+    res = cli("train", *cli_args({**FAST, "data": str(data), "epochs": 1, "output": str(tmp_path / "o")}))
     assert res.returncode == 2
     assert "has no folder for class(es) ['circle'] that train has" in res.stderr
     assert "Traceback" not in res.stderr

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import struct
-import subprocess
 import warnings
 import zlib
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ENV, pvtv2_cmd
 from PIL import Image
 from torchvision import transforms
 
@@ -239,7 +237,7 @@ def test_predict_never_writes_invalid_json(tmp_path):
     json.dumps(records, allow_nan=False)
 
 
-def test_predict_errors_are_one_line(tmp_path):
+def test_predict_errors_are_one_line(tmp_path, cli):
     ckpt = classifier_file(tmp_path / "m.safetensors")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
@@ -249,8 +247,7 @@ def test_predict_errors_are_one_line(tmp_path):
     Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
     with pytest.raises(CheckpointError, match="broken.onnx: not a readable ONNX model"):
         list(predict([tmp_path / "x.png"], tmp_path / "broken.onnx", show_progress=False))
-    res = subprocess.run(pvtv2_cmd("predict", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "broken.onnx")),
-                         env=ENV, capture_output=True, text=True)
+    res = cli("predict", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "broken.onnx"))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "broken.onnx: not a readable ONNX model" in res.stderr and not res.stdout
 

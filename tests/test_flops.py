@@ -4,11 +4,9 @@ tables (Semantic FPN, RetinaNet, Mask R-CNN), the ablation, the complexity figur
 Everything but the by-hand and real-forward checks counts on the meta device (shapes only), so
 even b5 costs about a second."""
 import json
-import subprocess
 
 import pytest
 import torch
-from conftest import ENV, pvtv2_cmd
 from torch import nn
 
 import pvtv2
@@ -157,9 +155,8 @@ def test_ablation_row_two_explained(ablation):
 
 
 # -- the complexity figure and the CLI ------------------------------------------------------
-def test_complexity_figure(tmp_path):
-    res = subprocess.run(pvtv2_cmd("flops", "--scaling", "--sizes", "224", "448", "896", "--out", str(tmp_path)),
-                         capture_output=True, text=True, env=ENV, check=True)
+def test_complexity_figure(tmp_path, cli):
+    res = cli("flops", "--scaling", "--sizes", "224", "448", "896", "--out", str(tmp_path), check=True)
     study = json.loads((tmp_path / "complexity.json").read_text())
     assert (tmp_path / "complexity.png").read_bytes()[:4] == b"\x89PNG" and "ViT-Small/16" in res.stdout
     models = study["models"]
@@ -171,27 +168,24 @@ def test_complexity_figure(tmp_path):
     assert exp["ViT-Small/16"] > exp["PVTv1-Small"] > 1.2
 
 
-def test_flops_command_tasks():
-    res = subprocess.run(pvtv2_cmd("flops", "--task", "segment", "--model", "pvt_v2_b0", "--json"),
-                         capture_output=True, text=True, env=ENV, check=True)
+def test_flops_command_tasks(cli):
+    res = cli("flops", "--task", "segment", "--model", "pvt_v2_b0", "--json", check=True)
     row = json.loads(res.stdout)[0]
     assert row["img_size"] == [512, 512] and (row["paper_params_m"], row["paper_gflops"]) == (7.6, 25.0)
     assert round(row["gflops"], 1) == 25.0
-    res = subprocess.run(pvtv2_cmd("flops", "--task", "detect", "--kind", "retinanet", "--model", "pvt_small",
-                                   "--img-size", "640", "512"), capture_output=True, text=True, env=ENV, check=True)
+    res = cli("flops", "--task", "detect", "--kind", "retinanet", "--model", "pvt_small",
+              "--img-size", "640", "512", check=True)
     assert "retinanet at 640x512" in res.stdout and "pvt_small" in res.stdout
-    res = subprocess.run(pvtv2_cmd("flops", "--task", "detect", "--kind", "yolo", "--model", "pvt_small"),
-                         capture_output=True, text=True, env=ENV)
+    res = cli("flops", "--task", "detect", "--kind", "yolo", "--model", "pvt_small")
     assert res.returncode == 2 and "--kind yolo: unknown detector kind; choose one of retinanet" in res.stderr
-    res = subprocess.run(pvtv2_cmd("flops", "--model", "pvt_v9", "--img-size", "224", "20"), capture_output=True,
-                         text=True, env=ENV)
+    res = cli("flops", "--model", "pvt_v9", "--img-size", "224", "20")
     assert res.returncode == 2 and "unknown model" in res.stderr and len(res.stderr.splitlines()) == 1
     # Away from the paper's size there is no paper number to compare with.
     assert flops_rows(["pvt_tiny"], task="segment", img_size=(256, 256))[0]["paper_gflops"] is None
 
 
-def test_ablation_command():
-    res = subprocess.run(pvtv2_cmd("ablation"), capture_output=True, text=True, env=ENV, check=True)
+def test_ablation_command(cli):
+    res = cli("ablation", check=True)
     lines = res.stdout.splitlines()
     assert any(line.startswith("PVTv1-Small (= pvt_small)") and "285.8" in line for line in lines)
     assert any("+ linear SRA (= pvt_v2_b2_li)" in line and "227.4" in line for line in lines)

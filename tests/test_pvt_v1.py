@@ -2,13 +2,12 @@
 checkpoints in every format, the dense-prediction backbone, training, export, and the ablation rows."""
 import json
 import math
-import subprocess
 import types
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ENV, V1_MODELS, pvtv2_cmd, randomize_
+from conftest import V1_MODELS, randomize_
 from transformers import PvtConfig, PvtForImageClassification
 
 import pvtv2
@@ -60,7 +59,7 @@ def test_record_and_exact_parameter_count_against_transformers(name):
     assert {k: tuple(t.shape) for k, t in mapped.items()} == {k: tuple(t.shape) for k, t in peer.state_dict().items()}
 
 
-def test_list_models_by_family_and_pattern():
+def test_list_models_by_family_and_pattern(cli):
     assert pvtv2.list_models() == [n for n, v in REGISTRY.items() if v.family == "pvt_v2"]
     assert pvtv2.list_models(family="v1") == pvtv2.list_models(family="pvt_v1") == V1_MODELS
     assert pvtv2.list_models(family="all") == list(REGISTRY) == pvtv2.list_models("pvt_*")
@@ -68,7 +67,7 @@ def test_list_models_by_family_and_pattern():
     assert pvtv2.list_models("*small*") == ["pvt_small"] and pvtv2.list_models("pvt_s*", family="v2") == []
     with pytest.raises(ValueError, match="unknown model family 'v3'.*pvt_v1"):
         pvtv2.list_models(family="v3")
-    out = subprocess.run(pvtv2_cmd("models", "--family", "v1"), capture_output=True, text=True, env=ENV, check=True)
+    out = cli("models", "--family", "v1", check=True)
     assert [line.split()[:2] for line in out.stdout.splitlines()] == [[n, "pvt_v1"] for n in V1_MODELS]
     assert "24,485,864 parameters" in out.stdout
 
@@ -137,7 +136,7 @@ def test_official_release_layout_loads(tmp_path, tiny):
         assert torch.equal(named(x), tiny(x)) and torch.equal(alone(x), tiny(x))
 
 
-def test_convert_every_direction(tmp_path, tiny):
+def test_convert_every_direction(tmp_path, tiny, cli):
     tiny.save_pretrained(tmp_path / "pvtv2")
     x = images((224, 224))
     with torch.no_grad():
@@ -152,8 +151,7 @@ def test_convert_every_direction(tmp_path, tiny):
         assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "pvt"
         # transformers has one LayerNorm eps (1e-6) where the official code has 1e-5 in two places.
         assert (hf(pixel_values=x).logits - expected).abs().max().item() < 1e-4
-    res = subprocess.run(pvtv2_cmd("convert", str(tmp_path / "hf"), str(tmp_path / "cli.pth"), "--to", "official"),
-                         capture_output=True, text=True, env=ENV)
+    res = cli("convert", str(tmp_path / "hf"), str(tmp_path / "cli.pth"), "--to", "official")
     assert res.returncode == 0 and set(torch.load(tmp_path / "cli.pth", weights_only=True)) == set(tiny.state_dict())
     with pytest.raises(CheckpointError, match="timm has the standard PVTv2 models only.*PVTv1"):
         pvtv2.convert(tmp_path / "pvtv2", tmp_path / "t.pth", to="timm")
@@ -207,37 +205,35 @@ def test_dense_backbone_detectors_and_segmenter(tmp_path):
     assert all(p.grad is not None for p in seg.backbone.parameters())
 
 
-def test_train_eval_predict_commands(tmp_path):
+def test_train_eval_predict_commands(tmp_path, cli):
     from pvtv2.data import make_classification_dataset
 
     data = make_classification_dataset(tmp_path / "d", classes=3, train_per_class=4, val_per_class=2, size=40,
                                        seed=2, progress=False)
     out = tmp_path / "run"
-    subprocess.run(pvtv2_cmd("train", "--data", str(data), "--output", str(out), "--model", "pvt_tiny", "--epochs", "1",
-                             "--img-size", "32", "--batch-size", "6", "--workers", "0", "--device", "cpu",
-                             "--no-progress", "--no-repeated-aug"), capture_output=True, text=True, env=ENV, check=True)
+    cli("train", "--data", str(data), "--output", str(out), "--model", "pvt_tiny", "--epochs", "1",
+        "--img-size", "32", "--batch-size", "6", "--workers", "0", "--device", "cpu",
+        "--no-progress", "--no-repeated-aug", check=True)
     assert json.loads((out / "config.json").read_text())["drop_path"] == REGISTRY["pvt_tiny"].drop_path
     model = pvtv2.create_model(pretrained=out / "best.safetensors")
     assert model.config.name == "pvt_tiny" and model.num_classes == 3 and model.config.pos_embed
-    res = subprocess.run(pvtv2_cmd("eval", "--data", str(data), "--checkpoint", str(out / "best.safetensors"),
-                                   "--workers", "0", "--device", "cpu"), capture_output=True, text=True, env=ENV, check=True)
+    res = cli("eval", "--data", str(data), "--checkpoint", str(out / "best.safetensors"),
+              "--workers", "0", "--device", "cpu", check=True)
     assert json.loads(res.stdout)["images"] == 6
-    res = subprocess.run(pvtv2_cmd("predict", str(data / "val"), "--checkpoint", str(out / "last.pt"), "--topk", "2"),
-                         capture_output=True, text=True, env=ENV, check=True)
+    res = cli("predict", str(data / "val"), "--checkpoint", str(out / "last.pt"), "--topk", "2", check=True)
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(records) == 6 and all(len(r["top"]) == 2 for r in records)
 
 
 @pytest.mark.slow
-def test_onnx_export_with_dynamic_size_and_torchscript(tmp_path):
+def test_onnx_export_with_dynamic_size_and_torchscript(tmp_path, cli):
     """``pvtv2 export`` checks the file in onnxruntime at 224x224, 193x257 and 512x384 itself; the
     position-embedding resize and the plain patches' padding must stay symbolic for that."""
     from pvtv2.export import export_torchscript, onnx_session
 
     model = randomize_(pvtv2.create_model("pvt_tiny", depths=(1, 1, 1, 1), num_classes=5)).eval()
     model.save_pretrained(tmp_path / "ckpt")
-    res = subprocess.run(pvtv2_cmd("export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "m.onnx")),
-                         capture_output=True, text=True, env=ENV)
+    res = cli("export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "m.onnx"))
     assert res.returncode == 0, res.stderr
     session = onnx_session(tmp_path / "m.onnx")
     x = images((96, 160), n=3)
