@@ -22,10 +22,10 @@ def _max_diff(session, model_out, x):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["pvt_v2_b0", "pvt_v2_b2_li"])
-def test_onnx_export_matches_pytorch_at_several_sizes(tmp_path, name):
-    model = randomize_(pvtv2.create_model(name)).eval()
-    path = export_onnx(model, tmp_path / f"{name}.onnx")
+@pytest.mark.parametrize("attention", ["sra", "linear"])  # b0's widths: the variants share the code
+def test_onnx_export_matches_pytorch_at_several_sizes(tmp_path, attention):
+    model = randomize_(pvtv2.create_model("pvt_v2_b0", attention=attention)).eval()
+    path = export_onnx(model, tmp_path / f"{attention}.onnx")
     session = onnx_session(path)
     for i, (h, w) in enumerate([(224, 224), (193, 257), (512, 384)]):
         x = torch.randn(1 + i, 3, h, w)
@@ -61,10 +61,16 @@ def test_torchscript_reloads_and_matches_at_two_sizes(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("attention", ["sra", "linear"])
 def test_torch_compile_fullgraph_matches_eager(attention):
-    """Variants differ only in widths and depths; b0's widths with each attention cover the code paths."""
-    model = randomize_(pvtv2.create_model("pvt_v2_b0", attention=attention)).eval()
+    """The whole model is captured as one graph with dynamic sizes (fullgraph: a graph break is an
+    error) and the captured graph computes what eager does. Variants differ only in widths and
+    depths; b0 with each attention covers the code paths. ``aot_eager`` runs dynamo's capture and
+    AOT autograd's tracing without inductor's minutes of C++ code generation on a cold cache;
+    inductor itself compiles the feed-forward in test_ffn and the whole model in ``pvtv2 bench
+    --compile`` (checked against eager there)."""
+    # One block per stage: dynamo traces each block afresh, and the blocks of a stage are the same code.
+    model = randomize_(pvtv2.create_model("pvt_v2_b0", attention=attention, depths=(1, 1, 1, 1))).eval()
     torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
     with torch.no_grad():
         for h, w in [(224, 224), (193, 257)]:
             x = torch.randn(2, 3, h, w)
