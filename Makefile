@@ -24,12 +24,16 @@ demo-segment: $(STAMP)
 demo-detect: $(STAMP)
 	$(VENV)/bin/pvtv2 demo --task detect --out runs/demo-detect
 
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py); --dist loadfile keeps a
+# module's tests, and the model its module fixture trains, on one worker.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 # The fast lane for the edit-test loop: everything but the end-to-end training runs.
 check: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 bench: $(STAMP)
 	$(VENV)/bin/pvtv2 bench --compare timm
