@@ -100,3 +100,39 @@ def test_dense_predict_out_must_be_a_writable_folder(capsys, tmp_path, command):
     assert code == 2 and out == "" and err == (f"pvtv2 {' '.join(command)}: error: --out {tmp_path / 'taken'} is a file, "
                                                f"not a folder; give a folder for the outputs\n")
     assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_output_stems_tell_apart_inputs_that_share_a_name(tmp_path):
+    from pvtv2.data.images import output_stems
+
+    paths = [tmp_path / "a" / "img.png", tmp_path / "b" / "img.png", tmp_path / "c" / "x.png", tmp_path / "c" / "x.jpg",
+             tmp_path / "solo.png", tmp_path / "solo.png", tmp_path / "a_img.png"]
+    assert output_stems(paths) == ["a_img", "b_img", "c_x_png", "c_x_jpg", "solo", "solo_2", "a_img_2"]
+    assert output_stems([tmp_path / "one.png"]) == ["one"] and output_stems([]) == []
+
+
+@pytest.mark.parametrize("command", [["detect", "predict"], ["segment", "predict"]])
+def test_dense_predict_writes_one_picture_per_input_even_when_names_repeat(capsys, tmp_path, command):
+    torch.manual_seed(0)
+    if command[0] == "detect":
+        from pvtv2.detection import create_detector, save_detector
+
+        save_detector(create_detector("retinanet", "pvt_v2_b0", num_classes=2, min_size=64, max_size=64),
+                      tmp_path / "m.safetensors", class_names=["a", "b"])
+        suffixes = ["_det.png"]
+    else:
+        from pvtv2.segmentation import create_segmenter, save_segmenter
+
+        save_segmenter(create_segmenter("pvt_v2_b0", num_classes=2), tmp_path / "m.safetensors",
+                       class_names=["bg", "fg"])
+        suffixes = ["_mask.png", "_overlay.png"]
+    for folder, colour in (("a", "white"), ("b", "red")):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (64, 64), colour).save(tmp_path / folder / "img.png")
+    code, out, err = run(capsys, *command, tmp_path / "a", tmp_path / "b", "--checkpoint", tmp_path / "m.safetensors",
+                         "--out", tmp_path / "pred", "--workers", 0)
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 2 and not any("error" in r for r in records)
+    written = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert written == sorted(f"{stem}{s}" for stem in ("a_img", "b_img") for s in suffixes)

@@ -6,6 +6,8 @@ Neutral ground: classification, detection and segmentation import it, never each
 """
 from __future__ import annotations
 
+import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from ..errors import DataError
 from .reading import walk_files
 
-__all__ = ["IMG_EXTENSIONS", "image_paths", "palette", "require_images"]
+__all__ = ["IMG_EXTENSIONS", "image_paths", "output_stems", "palette", "require_images"]
 
 
 def image_paths(sources: list[str | Path]) -> list[Path]:
@@ -38,6 +40,31 @@ def require_images(paths: list[Path], sources: list[str | Path]) -> list[Path]:
         raise DataError(f"no images found in {', '.join(str(s) for s in sources)} (searched recursively for "
                         f"{', '.join(IMG_EXTENSIONS)})")
     return paths
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """One distinct file-name stem per input, for the files a predict command writes beside each
+    other: the image's own stem where no other input shares it; otherwise its folders below the
+    inputs' common folder joined to it with ``_`` (``a/img.png`` and ``b/img.png`` give ``a_img``
+    and ``b_img``), then its suffix (``img.png``, ``img.jpg``: ``img_png``, ``img_jpg``), then a
+    counter for what still repeats (the same file given twice)."""
+    if not paths:
+        return []
+    resolved = [Path(os.path.abspath(p)) for p in paths]
+    common = Path(os.path.commonpath([str(r.parent) for r in resolved]))
+    shared = Counter(p.stem for p in paths)
+    longer = ["_".join([*r.parent.relative_to(common).parts, r.stem]) if shared[r.stem] > 1 else r.stem
+              for r in resolved]
+    suffixes: dict[str, set[str]] = {}
+    for s, r in zip(longer, resolved):
+        suffixes.setdefault(s, set()).add(r.suffix)
+    longer = [f"{s}_{r.suffix.lstrip('.')}" if len(suffixes[s]) > 1 and r.suffix else s for s, r in zip(longer, resolved)]
+    seen: Counter = Counter()
+    stems = []
+    for s in longer:
+        seen[s] += 1
+        stems.append(s if seen[s] == 1 else f"{s}_{seen[s]}")
+    return stems
 
 
 def palette(n: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ..data.images import image_paths, palette, require_images
+from ..data.images import image_paths, output_stems, palette, require_images
 from ..data.reading import IMAGE_ERRORS, open_rgb
 from ..engine import backend_settings, progress, using_backends
 from ..fileio import atomic_write, prepare_output_folder
@@ -53,7 +53,8 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
             device: str = "cpu", progress_bar: bool = True, max_image_pixels: int | None = None, workers: int = 2,
             tf32: bool = True) -> Iterator[dict[str, Any]]:
     """Detections per image as JSON-ready records (boxes ``[x0, y0, x1, y1]`` in pixels, class
-    names, scores, RLE masks for Mask R-CNN), and ``<stem>_det.png`` with them drawn.
+    names, scores, RLE masks for Mask R-CNN), and ``<stem>_det.png`` with them drawn (inputs
+    that share a stem are told apart, see :func:`~pvtv2.data.images.output_stems`).
 
     A file that cannot be read (broken, or more pixels than ``max_image_pixels``, default
     PIL's limit) gives ``{"path", "error"}`` and the next image goes on, as does an image whose
@@ -70,14 +71,15 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     loader = DataLoader(_Images(paths, max_image_pixels), batch_size=None, num_workers=workers,
                         pin_memory=torch.device(device).type == "cuda")
     with using_backends(backend_settings(device, tf32=tf32)):
-        for path, (image, error) in zip(paths, progress(loader, desc="detect", enabled=progress_bar, total=len(paths))):
+        items = zip(paths, output_stems(paths), progress(loader, desc="detect", enabled=progress_bar, total=len(paths)))
+        for path, stem, (image, error) in items:
             if error is not None:
                 yield {"path": str(path), "error": error}
                 continue
-            yield _detect(model, image, path, out, names, colours, score_thresh, device)
+            yield _detect(model, image, path, out / f"{stem}_det.png", names, colours, score_thresh, device)
 
 
-def _detect(model, image: torch.Tensor, path: Path, out: Path, names: list[str], colours, score_thresh: float,
+def _detect(model, image: torch.Tensor, path: Path, target: Path, names: list[str], colours, score_thresh: float,
             device) -> dict[str, Any]:
     """One image's record (and picture), or ``{"path", "error"}`` when its outputs are not finite."""
     h, w = image.shape[-2:]
@@ -104,7 +106,6 @@ def _detect(model, image: torch.Tensor, path: Path, out: Path, names: list[str],
     if len(labels):
         drawn = draw_bounding_boxes(drawn, det["boxes"], labels=[f"{n} {s:.2f}" for n, s in zip(labels, det["scores"])],
                                     colors=[colours[int(l)] for l in det["labels"]], width=2)
-    target = out / f"{path.stem}_det.png"
     atomic_write(target, lambda tmp: to_pil_image(drawn).save(tmp, format="PNG"))
     record = {"path": str(path), "image": str(target), "detections": [
         {"box": [round(v, 2) for v in box], "class": name, "score": round(float(score), 4)}

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.images import image_paths, palette, require_images
+from ..data.images import image_paths, output_stems, palette, require_images
 from ..data.reading import IMAGE_ERRORS, open_rgb
 from ..engine import backend_settings, progress, using_backends
 from ..fileio import atomic_write, prepare_output_folder
@@ -67,7 +67,8 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
             device: str = "cpu", progress_bar: bool = True, max_image_pixels: int | None = None,
             workers: int = 2, tf32: bool = True) -> Iterator[dict[str, Any]]:
     """For each image: ``<stem>_mask.png`` (palette PNG: pixel values are the class indices,
-    shown in colour) and ``<stem>_overlay.png`` (the colours blended over the photo). Yields one
+    shown in colour) and ``<stem>_overlay.png`` (the colours blended over the photo; inputs that
+    share a stem are told apart, see :func:`~pvtv2.data.images.output_stems`). Yields one
     record per image with the files and the share of pixels per class, or ``{"path", "error"}``
     for a file that cannot be read (broken, or more pixels than ``max_image_pixels``, default
     PIL's limit). Images load in ``workers`` processes (pinned memory on CUDA); ``tf32``: TF32
@@ -84,7 +85,8 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     loader = DataLoader(_Images(paths, transform, max_image_pixels), batch_size=None, num_workers=workers,
                         pin_memory=device_t.type == "cuda")
     with using_backends(backend_settings(device_t, tf32=tf32)):
-        for path, (x, photo, error) in zip(paths, progress(loader, desc="predict", enabled=progress_bar, total=len(paths))):
+        items = zip(paths, output_stems(paths), progress(loader, desc="predict", enabled=progress_bar, total=len(paths)))
+        for path, stem, (x, photo, error) in items:
             if error is not None:
                 yield {"path": str(path), "error": error}
                 continue
@@ -95,7 +97,7 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
             mask = Image.fromarray(labels, mode="P")
             mask.putpalette(colours.flatten().tolist())
             overlay = Image.blend(image, Image.fromarray(colours[labels]), alpha)
-            mask_path, overlay_path = out / f"{path.stem}_mask.png", out / f"{path.stem}_overlay.png"
+            mask_path, overlay_path = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
             atomic_write(mask_path, lambda tmp: mask.save(tmp, format="PNG"))
             atomic_write(overlay_path, lambda tmp: overlay.save(tmp, format="PNG"))
             counts = np.bincount(labels.ravel(), minlength=len(names)) / labels.size
