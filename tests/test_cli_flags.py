@@ -136,3 +136,19 @@ def test_dense_predict_writes_one_picture_per_input_even_when_names_repeat(capsy
     assert len(records) == 2 and not any("error" in r for r in records)
     written = sorted(p.name for p in (tmp_path / "pred").iterdir())
     assert written == sorted(f"{stem}{s}" for stem in ("a_img", "b_img") for s in suffixes)
+
+
+@pytest.mark.parametrize("command", [["detect", "eval"], ["segment", "eval"]])
+def test_eval_json_output_is_checked_before_the_work_and_written_atomically(capsys, tmp_path, command):
+    from pvtv2.cli import _write_json
+
+    (tmp_path / "folder").mkdir()
+    code, out, err = run(capsys, *command, "--data", tmp_path / "nowhere", "--checkpoint", tmp_path / "none.safetensors",
+                         "--json", tmp_path / "folder")
+    assert code == 2 and err == f"pvtv2 {' '.join(command)}: error: --json {tmp_path / 'folder'} is a folder; " \
+                                "give the output file's name\n"
+    summary = tmp_path / "summary.json"
+    summary.write_text("earlier")
+    _write_json(str(summary), {"AP": 0.5}, "--json")  # an existing summary is replaced, whole
+    assert json.loads(summary.read_text()) == {"AP": 0.5} and sorted(p.name for p in tmp_path.iterdir()) == [
+        "folder", "summary.json"]

@@ -112,19 +112,25 @@ def _sides(count: tuple[int, int] | None = None):
     return check
 
 
-def _writable_file(path: str, flag: str):
-    """``path`` opened for writing; a path that cannot be written is a one-line error."""
-    from .errors import ConfigError
+def _check_json_output(path: str | None, flag: str = "--json") -> None:
+    """Before the work: ``path`` (a summary file, replaced if it exists) can be written, or a
+    one-line error (a folder, a path below a file, a folder that is not writable)."""
+    from .fileio import prepare_output_file
 
-    try:
-        return open(path, "w")
-    except OSError as e:
-        raise ConfigError(f"{flag} {path}: cannot write this file ({e.strerror}); choose another {flag}") from None
+    if path:
+        prepare_output_file(path, flag, overwrite=True)
 
 
 def _write_json(path: str, obj, flag: str) -> None:
-    with _writable_file(path, flag) as fh:
-        fh.write(json.dumps(obj, indent=2))
+    """``obj`` as indented JSON, written atomically (a failure keeps the earlier file whole);
+    a path that cannot be written is a one-line error."""
+    from .errors import ConfigError
+    from .fileio import atomic_write
+
+    try:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot write this file ({e.strerror}); choose another {flag}") from None
 
 
 def _stream_records(records, done) -> int:
@@ -245,6 +251,8 @@ def cmd_detect_train(args) -> int:
 def cmd_detect_eval(args) -> int:
     from .detection import evaluate_checkpoint
 
+    _check_json_output(args.json)
+    _check_json_output(args.results, "--results")
     result = evaluate_checkpoint(args.data, args.checkpoint, split=args.split, images=args.images, ann=args.ann,
                                  device=args.device, batch_size=args.batch_size, results_file=args.results,
                                  workers=args.workers, tf32=args.tf32)
@@ -289,6 +297,7 @@ def cmd_segment_train(args) -> int:
 def cmd_segment_eval(args) -> int:
     from .segmentation.evaluate import evaluate_checkpoint, format_table
 
+    _check_json_output(args.json)
     result = evaluate_checkpoint(args.data, args.checkpoint, split=args.split, mode=args.mode,
                                  scale=tuple(args.scale) if args.scale else None, crop=args.crop,
                                  reduce_zero_label=args.reduce_zero_label, device=args.device, workers=args.workers,
