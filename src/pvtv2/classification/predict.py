@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from ..data.images import image_paths, require_images
-from ..data.reading import IMAGE_ERRORS, open_rgb
+from ..data.images import ImageFiles, image_paths, require_images
 from ..engine import backend_settings, progress, using_backends
 from ..errors import CheckpointError
 from ..factory import create_model
@@ -17,25 +16,11 @@ from .data import eval_transform
 from .labels import class_names
 
 
-class _Images(Dataset):
-    def __init__(self, paths: list[Path], transform, max_image_pixels: int | None = None):
-        self.paths, self.transform, self.max_image_pixels = paths, transform, max_image_pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            return self.transform(open_rgb(self.paths[i], max_pixels=self.max_image_pixels)), i, ""
-        except IMAGE_ERRORS as e:
-            return torch.zeros(0), i, str(e) or type(e).__name__
-
-
 def _collate(batch):
-    good = [(x, i) for x, i, err in batch if not err]
-    bad = [(i, err) for _, i, err in batch if err]
-    xs = torch.stack([x for x, _ in good]) if good else None
-    return xs, [i for _, i in good], bad
+    """``ImageFiles`` items -> (stacked images or None, their indices, [(index, error)])."""
+    good = [(i, x) for i, x, err in batch if err is None]
+    xs = torch.stack([x for _, x in good]) if good else None
+    return xs, [i for i, _ in good], [(i, err) for i, _, err in batch if err is not None]
 
 
 def load_classifier(checkpoint: str | Path, model: str | None = None, *, device: str = "cpu"):
@@ -104,7 +89,7 @@ def predict(
         net, names, size, crop = load_classifier(checkpoint, model, device=device)
     paths = require_images(image_paths(sources), sources)
     on_cuda = torch.device(device).type == "cuda"
-    loader = DataLoader(_Images(paths, eval_transform(img_size or size, crop), max_image_pixels),
+    loader = DataLoader(ImageFiles(paths, eval_transform(img_size or size, crop), max_image_pixels),
                         batch_size=batch_size, num_workers=workers, collate_fn=_collate, pin_memory=on_cuda)
     k = min(topk, net.num_classes)
     with torch.no_grad(), using_backends(backend_settings(device, tf32=tf32)):

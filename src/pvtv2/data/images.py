@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ..errors import DataError
-from .reading import walk_files
+from .reading import IMAGE_ERRORS, open_rgb, walk_files
 
-__all__ = ["IMG_EXTENSIONS", "image_paths", "output_stems", "palette", "require_images"]
+__all__ = ["IMG_EXTENSIONS", "ImageFiles", "image_paths", "output_stems", "palette", "require_images"]
 
 
 def image_paths(sources: list[str | Path]) -> list[Path]:
@@ -32,6 +35,25 @@ def image_paths(sources: list[str | Path]) -> list[Path]:
         else:
             raise DataError(f"{p}: no such image file or folder")
     return paths
+
+
+class ImageFiles(Dataset):
+    """The images a predict command reads, in DataLoader workers: item ``i`` is ``(i,
+    prepare(photo), None)``, or ``(i, None, "unreadable image: ...")`` for a file that cannot be
+    read (broken, or more pixels than ``max_image_pixels``), so one bad file never stops the rest."""
+
+    def __init__(self, paths: list[Path], prepare: Callable[[Image.Image], Any], max_image_pixels: int | None = None):
+        self.paths, self.prepare, self.max_image_pixels = paths, prepare, max_image_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, str | None]:
+        try:
+            image = open_rgb(self.paths[i], max_pixels=self.max_image_pixels)
+        except IMAGE_ERRORS as e:
+            return i, None, f"unreadable image: {e}"
+        return i, self.prepare(image), None
 
 
 def require_images(paths: list[Path], sources: list[str | Path]) -> list[Path]:

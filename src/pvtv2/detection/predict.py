@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ..data.images import image_paths, output_stems, palette, require_images
-from ..data.reading import IMAGE_ERRORS, open_rgb
+from ..data.images import ImageFiles, image_paths, output_stems, palette, require_images
 from ..engine import backend_settings, progress, using_backends
 from ..fileio import atomic_write, prepare_output_folder
 from ..model import MIN_INPUT_SIZE
@@ -33,22 +32,6 @@ def pad_for_detector(image: torch.Tensor, model: torch.nn.Module) -> torch.Tenso
     return torch.nn.functional.pad(image, pad)
 
 
-class _Images(Dataset):
-    """Photos for prediction: ``(image (3, H, W) uint8, error)``."""
-
-    def __init__(self, paths: list[Path], max_image_pixels: int | None = None):
-        self.paths, self.max_image_pixels = paths, max_image_pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            return pil_to_tensor(open_rgb(self.paths[i], max_pixels=self.max_image_pixels)), None
-        except IMAGE_ERRORS as e:
-            return None, f"unreadable image: {e}"
-
-
 def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, score_thresh: float = 0.5,
             device: str = "cpu", progress_bar: bool = True, max_image_pixels: int | None = None, workers: int = 2,
             tf32: bool = True) -> Iterator[dict[str, Any]]:
@@ -68,11 +51,11 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     out = prepare_output_folder(out_dir)
     names = info["class_names"]
     colours = [tuple(int(v) for v in c) for c in palette(len(names) + 1)]
-    loader = DataLoader(_Images(paths, max_image_pixels), batch_size=None, num_workers=workers,
+    loader = DataLoader(ImageFiles(paths, pil_to_tensor, max_image_pixels), batch_size=None, num_workers=workers,
                         pin_memory=torch.device(device).type == "cuda")
     with using_backends(backend_settings(device, tf32=tf32)):
         items = zip(paths, output_stems(paths), progress(loader, desc="detect", enabled=progress_bar, total=len(paths)))
-        for path, stem, (image, error) in items:
+        for path, stem, (_, image, error) in items:
             if error is not None:
                 yield {"path": str(path), "error": error}
                 continue

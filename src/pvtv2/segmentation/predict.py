@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from ..data.images import image_paths, output_stems, palette, require_images
-from ..data.reading import IMAGE_ERRORS, open_rgb
+from ..data.images import ImageFiles, image_paths, output_stems, palette, require_images
 from ..engine import backend_settings, progress, using_backends
 from ..fileio import atomic_write, prepare_output_folder
 from .data import EvalTransform, sliding_windows
@@ -44,22 +43,12 @@ def infer_logits(model: nn.Module, image: torch.Tensor, *, mode: str = "whole", 
     return logits / count
 
 
-class _Images(Dataset):
-    """Photos for prediction: ``(network input (3, H', W'), photo (H, W, 3) uint8, error)``."""
-
-    def __init__(self, paths: list[Path], transform, max_image_pixels: int | None = None):
-        self.paths, self.transform, self.max_image_pixels = paths, transform, max_image_pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            image = open_rgb(self.paths[i], max_pixels=self.max_image_pixels)
-        except IMAGE_ERRORS as e:
-            return None, None, f"unreadable image: {e}"
-        x, _ = self.transform(image, np.zeros((image.height, image.width), dtype=np.uint8))
-        return x, np.asarray(image), None
+def _prepare(transform):
+    """A photo -> (network input (3, H', W'), the photo (H, W, 3) uint8)."""
+    def prepare(image):
+        x, _ = transform(image, np.zeros((image.height, image.width), dtype=np.uint8))
+        return x, np.asarray(image)
+    return prepare
 
 
 def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Path, *, mode: str = "whole",
@@ -82,15 +71,16 @@ def predict(inputs: list[str | Path], checkpoint: str | Path, out_dir: str | Pat
     crop = crop or info.get("crop") or 512
     colours = palette(len(names))
     out = prepare_output_folder(out_dir)
-    loader = DataLoader(_Images(paths, transform, max_image_pixels), batch_size=None, num_workers=workers,
+    loader = DataLoader(ImageFiles(paths, _prepare(transform), max_image_pixels), batch_size=None, num_workers=workers,
                         pin_memory=device_t.type == "cuda")
     with using_backends(backend_settings(device_t, tf32=tf32)):
         items = zip(paths, output_stems(paths), progress(loader, desc="predict", enabled=progress_bar, total=len(paths)))
-        for path, stem, (x, photo, error) in items:
+        for path, stem, (_, prepared, error) in items:
             if error is not None:
                 yield {"path": str(path), "error": error}
                 continue
-            image = Image.fromarray(np.asarray(photo))
+            x, photo = prepared
+            image = Image.fromarray(np.asarray(photo))  # the loader made the array a tensor
             logits = infer_logits(model, x[None].to(device_t, non_blocking=True), mode=mode, crop=crop)
             logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
             labels = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
