@@ -322,3 +322,28 @@ def test_detect_train_eval_predict_with_the_official_heads(tmp_path):
     records = list(predict([image], out / "best.safetensors", tmp_path / "pred", score_thresh=0.0, progress_bar=False))
     assert len(records) == 1 and (tmp_path / "pred" / f"{image.stem}_det.png").exists()
     assert all("mask" in d for d in records[0]["detections"])
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
+    """The cascade's state that a resume must carry (BatchNorm statistics of the box heads, the
+    samplers' random draws, AdamW's moments) is all in last.pt: one epoch, then a resumed second,
+    ends with the weights and moments of two epochs in one go. (A SIGKILL at any point falls back
+    to the last such checkpoint: tests/test_fault_injection.py and test_detection.py.)"""
+    from conftest import hash_training_state
+
+    from pvtv2.data import make_detection_dataset
+    from pvtv2.detection import DetTrainConfig, train
+
+    shapes = make_detection_dataset(tmp_path / "data", classes=2, train_images=1, val_images=1, size=64, seed=1,
+                                    progress=False)
+    recipe = dict(data=str(shapes), kind="cascade_maskrcnn", model="pvt_v2_b0", schedule="1x", batch_size=1,
+                  min_size=64, max_size=64, warmup_iters=2, drop_path=0.1, eval_interval=2, workers=0, device="cpu",
+                  progress=False)
+    train(DetTrainConfig(output=str(tmp_path / "straight"), epochs=2, **recipe))
+    train(DetTrainConfig(output=str(tmp_path / "split"), epochs=1, **recipe))
+    train(DetTrainConfig(output=str(tmp_path / "split"), epochs=2, resume="auto", **recipe))
+    assert hash_training_state(tmp_path / "split" / "last.pt") == hash_training_state(tmp_path / "straight" / "last.pt")
+    bn = {k: v for k, v in torch.load(tmp_path / "split" / "last.pt", weights_only=True)["model"].items()
+          if k.endswith("running_mean")}
+    assert bn and all(v.abs().sum() > 0 for v in bn.values())  # the box heads' BatchNorm statistics were trained
