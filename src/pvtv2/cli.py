@@ -396,6 +396,7 @@ def cmd_bench(args) -> int:
                       reference=args.reference, threads=args.threads)
     elif args.task != "classify":
         only_classify = [flag for flag, used in (("--mode train", "train" in args.mode), ("--compile", args.compile),
+                                                 ("--grad-checkpointing", args.grad_checkpointing),
                                                  ("--channels-last", args.channels_last), ("--agreement", args.agreement),
                                                  ("--peer-eager-fp32", args.peer_eager_fp32),
                                                  ("--compare none", args.compare == "none")) if used]
@@ -413,11 +414,15 @@ def cmd_bench(args) -> int:
         if args.img_size and len(set(args.img_size)) > 1:
             raise ConfigError(f"--img-size {' '.join(map(str, args.img_size))}: the classification bench runs "
                               f"square images; give one side")
+        if args.grad_checkpointing and set(args.mode) != {"train"}:
+            raise ConfigError(f"--grad-checkpointing: only with --mode train (it saves training memory), "
+                              f"not --mode {' '.join(args.mode)}")
         img_size = args.img_size[0] if args.img_size else 224
         compare_speed(args.model, args.mode, batch_size=args.batch_size or 8, img_size=img_size, device=args.device,
                       dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
                       compare=args.compare == "timm", peer_eager_fp32=args.peer_eager_fp32, agreement=args.agreement,
-                      repeats=args.repeats, warmup=args.warmup, threads=args.threads, json_path=args.json)
+                      grad_checkpointing=args.grad_checkpointing, repeats=args.repeats, warmup=args.warmup,
+                      threads=args.threads, json_path=args.json)
     return 0
 
 
@@ -648,6 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", default="timm", choices=["timm", "none"], help="run timm's model with the same weights")
     p.add_argument("--peer-eager-fp32", action="store_true", help="run the peer as plain eager fp32 (a fixed baseline)")
     p.add_argument("--agreement", action="store_true", help="top-1 agreement with the fp32 path on real photographs")
+    p.add_argument("--grad-checkpointing", action="store_true", help="--mode train: also run our model with "
+                   "set_grad_checkpointing(True) and report the peak memory it saves")
     p.add_argument("--repeats", default=10, **count)
     p.add_argument("--warmup", default=3, **workers)
     p.add_argument("--threads", default=0, help="torch threads (0: torch's default)", **workers)

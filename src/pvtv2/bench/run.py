@@ -23,12 +23,13 @@ def _write_results(json_path: str | Path, device: str, results: list[dict[str, A
 
 def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, batch_size: int = 8, img_size: int = 224,
                   device: str = "cpu", dtype: str = "fp32", channels_last: bool = False, compile: bool = False,
-                  compare: bool = True, peer_eager_fp32: bool = False, agreement: bool = False, repeats: int = 10,
-                  warmup: int = 3, threads: int = 0, json_path: str | Path | None = None,
+                  compare: bool = True, peer_eager_fp32: bool = False, agreement: bool = False,
+                  grad_checkpointing: bool = False, repeats: int = 10, warmup: int = 3, threads: int = 0, json_path: str | Path | None = None,
                   log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Throughput, latency and memory of every (model, mode), ours against timm's with the same
     weights (``compare``); the peer runs plain eager fp32 with ``peer_eager_fp32``, else in our
-    setting. ``agreement`` adds the top-1 agreement with fp32 on real photographs (inference).
+    setting. ``agreement`` adds the top-1 agreement with fp32 on real photographs (inference);
+    ``grad_checkpointing`` (training only) our checkpointed model's speed and the memory it saves.
     Each result is logged as it comes; ``json_path`` also gets them all, after the machine's
     description. An unknown or absent device (``cuda:1`` on a one-GPU machine) is a
     :class:`~pvtv2.errors.ConfigError`."""
@@ -43,7 +44,7 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
     for name in models:
         for mode in modes:
             case = Case(model=name, batch_size=batch_size, img_size=img_size, mode=mode, device=device,
-                        ours=ours, peer=peer, repeats=repeats, warmup=warmup)
+                        ours=ours, peer=peer, repeats=repeats, warmup=warmup, grad_checkpointing=grad_checkpointing)
             r = run_case(case, compare=compare)
             line = format_result(r)
             if agreement and mode == "infer":

@@ -4,11 +4,14 @@ Both models run in the same process, alternating, after warm-up; the reported sp
 ratio of medians (our images/s over the peer's), which is what survives a noisy shared machine.
 CUDA timings use events and synchronisation on the chosen device (made current while measuring, so
 ``cuda:1`` times and reads GPU 1); peak memory is what one step adds on top of what was allocated
-before it (both models, their optimisers and the input excluded).
+before it (both models, their optimisers and the input excluded). In training mode with
+``grad_checkpointing``, a copy of our model with :meth:`set_grad_checkpointing` runs as a third
+contestant, so the result shows the activation memory checkpointing saves and what it costs in speed.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import platform
 import statistics
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import ours_to_timm
+from ..errors import ConfigError
 from ..engine.backends import backend_settings, using_backends
 from ..factory import create_model
 
@@ -57,6 +61,7 @@ class Case:
     peer: Setting = field(default_factory=Setting)
     repeats: int = 10
     warmup: int = 3
+    grad_checkpointing: bool = False  # train: also run ours with blocks recomputed in backward
 
 
 def machine_info(device: str) -> dict[str, Any]:
@@ -180,7 +185,7 @@ def cpu_step_memory(case: Case, which: str, seed: int = 0) -> float | None:
     import subprocess
     import sys
 
-    setting = case.ours if which == "ours" else case.peer
+    setting = case.peer if which == "timm" else case.ours
     if setting.compile:
         return None
     spec = json.dumps({"model": case.model, "batch_size": case.batch_size, "img_size": case.img_size,
@@ -198,6 +203,8 @@ def _measure_memory(spec: dict[str, Any]) -> float:
     model = create_model(spec["model"])
     if spec["which"] == "timm":
         model = timm_peer(model, spec["model"])
+    if spec["which"] == CHECKPOINTED:
+        model.set_grad_checkpointing(True)
     setting = Setting(**spec["setting"])
     device = torch.device("cpu")
     x = torch.randn(spec["batch_size"], 3, spec["img_size"], spec["img_size"])
@@ -208,8 +215,17 @@ def _measure_memory(spec: dict[str, Any]) -> float:
     return memory.peak_since(base)
 
 
+#: The result key of our model with gradient checkpointing (``Case.grad_checkpointing``).
+CHECKPOINTED = "ours_checkpointed"
+
+
 def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Measure one case; returns our numbers, the peer's, their ratio and an output check."""
+    """Measure one case; returns our numbers, the peer's, their ratio and an output check; with
+    ``case.grad_checkpointing`` (training only) also our checkpointed model's numbers and the peak
+    memory it saves (``memory_saved_mb``, ``memory_saved_pct`` of our plain step's)."""
+    if case.grad_checkpointing and case.mode != "train":
+        raise ConfigError(f"grad_checkpointing: only in train mode (gradients are what it saves memory on), "
+                          f"not {case.mode!r}")
     device = torch.device(case.device)
     with on_device(device):
         return _run_case(case, device, compare, seed)
@@ -229,6 +245,10 @@ def _run_case(case: Case, device: torch.device, compare: bool, seed: int) -> dic
         model.to(device).eval()
         with float32_mode(device, setting.dtype), torch.inference_mode(), _autocast(device, setting.dtype):
             outputs[name] = model(x).float()
+    if case.grad_checkpointing:  # a copy: the plain model keeps running beside it
+        checkpointed = copy.deepcopy(ours_model)
+        checkpointed.set_grad_checkpointing(True)
+        contestants[CHECKPOINTED] = (checkpointed, case.ours)
     steps = {name: _step_fn(_prepare(m, s, device), x, s, case.mode, device) for name, (m, s) in contestants.items()}
     for _ in range(case.warmup):
         for step in steps.values():
@@ -256,6 +276,11 @@ def _run_case(case: Case, device: torch.device, compare: bool, seed: int) -> dic
     if compare:
         result["speedup_vs_timm"] = result["ours"]["images_per_second"] / result["timm"]["images_per_second"]
         result["max_abs_diff"] = (outputs["ours"] - outputs["timm"]).abs().max().item()
+    if case.grad_checkpointing:
+        plain, saved = result["ours"]["peak_memory_mb"], result[CHECKPOINTED]["peak_memory_mb"]
+        if plain is not None and saved is not None:
+            result["memory_saved_mb"] = plain - saved
+            result["memory_saved_pct"] = 100 * (plain - saved) / plain if plain > 0 else 0.0
     return result
 
 
@@ -311,6 +336,10 @@ def format_result(r: dict[str, Any]) -> str:
     if "timm" in r:
         line += (f" | timm[{c['peer']}] {r['timm']['images_per_second']:8.1f} img/s{_mem(r['timm'])} | ours/timm "
                  f"{r['speedup_vs_timm']:.2f}x | max|diff| {r['max_abs_diff']:.1e}")
+    if CHECKPOINTED in r:
+        line += f" | checkpointed {r[CHECKPOINTED]['images_per_second']:8.1f} img/s{_mem(r[CHECKPOINTED])}"
+        if "memory_saved_mb" in r:
+            line += f", saves {r['memory_saved_mb']:.0f} MiB ({r['memory_saved_pct']:.0f}%)"
     return line
 
 
