@@ -79,6 +79,7 @@ def test_no_module_imports_pycocotools_when_imported():
     assert offenders == []
 
 
+@pytest.mark.slow  # two fresh measuring processes (torch + timm start-up each)
 def test_bench_reports_the_memory_gradient_checkpointing_saves():
     """The CLI's path (run_case, each peak measured in a fresh process by cpu_step_memory): b0's
     checkpointed training step peaks clearly below the plain one, and the saving is reported."""
