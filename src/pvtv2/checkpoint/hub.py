@@ -57,7 +57,8 @@ def _offline() -> bool:
 def _local_copy_hint(repo_id: str) -> str:
     url = OFFICIAL_URLS.get(repo_id.split("/")[-1].split(".")[0], "the model's release page")
     return (f"download the weights on a machine with access (e.g. {url}) and pass the local file or folder: "
-            f"create_model(name, pretrained='path/to/weights.pth') or --checkpoint path/to/weights")
+            f"create_model(name, pretrained='path/to/weights.pth'), "
+            f"or --pretrained (train) / --checkpoint (eval, predict) path/to/weights")
 
 
 def _first_line(e: BaseException) -> str:
