@@ -181,7 +181,8 @@ def test_flops_command_tasks(cli):
     res = cli("flops", "--model", "pvt_v9", "--img-size", "224", "20")
     assert res.returncode == 2 and "unknown model" in res.stderr and len(res.stderr.splitlines()) == 1
     # Away from the paper's size there is no paper number to compare with.
-    assert flops_rows(["pvt_tiny"], task="segment", img_size=(256, 256))[0]["paper_gflops"] is None
+    row = flops_rows(["pvt_tiny"], task="segment", img_size=(256, 256))[0]
+    assert row["paper_gflops"] is None and row["paper_params_m"] == REGISTRY["pvt_tiny"].paper_dense["semantic_fpn"][0]
 
 
 def test_ablation_command(cli):

@@ -340,8 +340,9 @@ def paper_numbers(task: str, name: str, kind: str | None = None) -> tuple[float 
 
 def flops_rows(names: list[str], *, task: str = "classify", kind: str | None = None,
                img_size: tuple[int, int] | None = None, num_classes: int | None = None) -> list[dict[str, Any]]:
-    """``pvtv2 flops``: one row per variant with our parameters and GFLOPs and, at the task's
-    default size, the paper's (``paper_params_m``, ``paper_gflops``; ``None`` where it has none)."""
+    """``pvtv2 flops``: one row per variant with our parameters and GFLOPs and the paper's
+    (``paper_params_m`` with the paper's class count, ``paper_gflops`` also only at the task's
+    default size; ``None`` where it has none)."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if task == "detect" and kind is None:
@@ -350,8 +351,10 @@ def flops_rows(names: list[str], *, task: str = "classify", kind: str | None = N
     rows = []
     for name in names:
         r = count_task_flops(task, name, size, kind=kind, num_classes=num_classes)
-        default = size == DEFAULT_SIZES[task] and num_classes in (None, DEFAULT_CLASSES[task])
-        paper_params, paper_gflops = paper_numbers(task, name, kind) if default else (None, None)
+        same_classes = num_classes in (None, DEFAULT_CLASSES[task])
+        paper_params, paper_gflops = paper_numbers(task, name, kind) if same_classes else (None, None)
+        if size != DEFAULT_SIZES[task]:  # the parameters do not depend on the input size; the GFLOPs do
+            paper_gflops = None
         rows.append({"model": name, "task": task, "kind": kind if task == "detect" else None,
                      "img_size": list(size), "params": r["params"], "params_m": round(r["params_m"], 2),
                      "gflops": round(r["gflops"], 3), "paper_params_m": paper_params, "paper_gflops": paper_gflops,
