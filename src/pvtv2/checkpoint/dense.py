@@ -1,0 +1,130 @@
+"""The published dense-prediction checkpoints: MMSegmentation 0.x / MMDetection 2.x files
+(``{"state_dict": ..., "meta": {...}}``) -> the keys of our task models.
+
+* ``mmseg-fpn``: whai362/PVTv2-Seg and whai362/PVT ``segmentation`` Semantic FPN
+  (``configs/sem_fpn/*``): ``backbone.*`` in the official PVTv2 layout, MMSegmentation's FPN neck
+  (``neck.lateral_convs.{i}.conv``, ``neck.fpn_convs.{i}.conv``) and ``FPNHead``
+  (``decode_head.scale_heads.{i}.{j}.conv/bn``, ``decode_head.conv_seg``).
+
+The task packages build the models; this module only reads, sniffs and renames, and
+:func:`load_strict` refuses a file that does not fit key for key.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from ..model import PyramidVisionTransformerV2
+from .formats import describe_keys, infer_config, unwrap_state_dict
+from .io import _read_file
+from .load import check_values
+
+
+@dataclass
+class DenseCheckpoint:
+    """A published detector's or segmenter's file: its tensors (keys as written) and ``meta``."""
+
+    state_dict: dict[str, torch.Tensor]
+    format: str
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def class_names(self, num_classes: int) -> list[str]:
+        """``meta["CLASSES"]`` when it has one name per class, else the class indices."""
+        names = self.meta.get("CLASSES")
+        if isinstance(names, (list, tuple)) and len(names) == num_classes and all(isinstance(n, str) for n in names):
+            return list(names)
+        return [str(i) for i in range(num_classes)]
+
+
+def is_torch_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a ``torch.save`` file (zip or legacy pickle), not safetensors."""
+    with open(path, "rb") as fh:
+        return fh.read(2) in (b"PK", b"\x80\x02") or Path(path).suffix in (".pth", ".pt")
+
+
+def detect_dense_format(sd: Mapping[str, torch.Tensor]) -> str | None:
+    """``"mmseg-fpn"``, ``"mmdet-retinanet"``, ``"mmdet-maskrcnn"`` from the keys, else ``None``."""
+    if any(k.startswith("decode_head.scale_heads.") for k in sd):
+        return "mmseg-fpn"
+    if any(k.startswith("bbox_head.retina_cls.") for k in sd):
+        return "mmdet-retinanet"
+    if any(k.startswith("roi_head.") for k in sd):
+        return "mmdet-maskrcnn"
+    return None
+
+
+def read_dense_checkpoint(path: str | os.PathLike) -> DenseCheckpoint:
+    """Read an MMSegmentation/MMDetection checkpoint (never unpickling code) and sniff its format."""
+    obj, _ = _read_file(Path(path))
+    meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
+    sd = unwrap_state_dict(obj)
+    fmt = detect_dense_format(sd)
+    if fmt is None:
+        raise CheckpointError(f"{path}: neither a pvtv2 task file nor a published MMSegmentation Semantic FPN / "
+                              f"MMDetection checkpoint; first keys: {describe_keys(sorted(sd))}")
+    return DenseCheckpoint(sd, fmt, str(path), dict(meta))
+
+
+def backbone_from_keys(ckpt: DenseCheckpoint) -> PyramidVisionTransformerV2:
+    """A fresh features-only PVTv2 with the architecture of the file's ``backbone.*`` tensors."""
+    sub = {k[len("backbone."):]: v for k, v in ckpt.state_dict.items() if k.startswith("backbone.")}
+    if any(k.startswith("layers.") for k in sub):
+        raise CheckpointError(f"{ckpt.source}: the backbone is in MMDetection's own PVTv2 layout (backbone.layers.*), "
+                              f"which is not supported yet; the whai362 releases use the official layout")
+    config = infer_config(sub)
+    if config is None:
+        raise CheckpointError(f"{ckpt.source}: the backbone.* tensors are not a PVTv2 in the official layout; "
+                              f"first keys: {describe_keys(sorted(sub))}")
+    return PyramidVisionTransformerV2(replace(config, num_classes=0))
+
+
+# -- key maps ---------------------------------------------------------------------------
+_MMSEG_FPN_KEYS = [  # (MMSegmentation, SemanticFPN) as regular expressions; backbone.* is kept as is
+    (r"^neck\.lateral_convs\.(\d+)\.conv\.", r"neck.inner_blocks.\1.0."),
+    (r"^neck\.fpn_convs\.(\d+)\.conv\.", r"neck.layer_blocks.\1.0."),
+    # ConvModule(conv, bn, activation) -> our Sequential(conv, bn, relu); the Upsample between
+    # ConvModules has no tensors, so the Sequential indices j are the same.
+    (r"^decode_head\.scale_heads\.(\d+)\.(\d+)\.conv\.", r"head.scale_heads.\1.\2.0."),
+    (r"^decode_head\.scale_heads\.(\d+)\.(\d+)\.bn\.", r"head.scale_heads.\1.\2.1."),
+    (r"^decode_head\.conv_seg\.", r"head.classifier."),
+]
+
+
+def _rename(sd: Mapping[str, torch.Tensor], rules: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        for pattern, repl in rules:
+            new, n = re.subn(pattern, repl, k)
+            if n:
+                k = new
+                break
+        out[k] = v  # an unmatched key stays, to be reported as unexpected
+    return out
+
+
+def mmseg_fpn_to_pvtv2(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MMSegmentation Semantic FPN keys -> :class:`pvtv2.segmentation.SemanticFPN` keys."""
+    return _rename(sd, _MMSEG_FPN_KEYS)
+
+
+def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], ckpt: DenseCheckpoint) -> None:
+    """Copy ``sd`` (already renamed) into ``model``: every tensor used, none missing, shapes exact."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    mismatched = sorted(f"{k} (file {tuple(sd[k].shape)}, model {tuple(own[k].shape)})"
+                        for k in sd if k in own and sd[k].shape != own[k].shape)
+    if missing or unexpected or mismatched:
+        parts = [f"{len(keys)} {label}: {describe_keys(keys)}" for label, keys in
+                 (("missing", missing), ("unused", unexpected), ("shape-mismatched", mismatched)) if keys]
+        raise CheckpointError(f"{ckpt.source} ({ckpt.format} format) does not fit the model: " + "; ".join(parts))
+    check_values(sd, own, ckpt.source)
+    model.load_state_dict(dict(sd))
