@@ -120,3 +120,150 @@ def test_a_torch_file_that_is_no_published_segmenter_is_refused(tmp_path):
     torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, path)
     with pytest.raises(CheckpointError, match="neither a pvtv2 task file nor a published"):
         load_segmenter(path)
+
+
+# -- RetinaNet (whai362/PVT detection, MMDetection 2.x) ---------------------------------------
+def _mmdet_retinanet_state_dict(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``retinanet_pvt_v2_b0_fpn_1x_coco.py``: FPN(in [32, 64, 160, 256], out 256, start_level=1,
+    add_extra_convs='on_input', num_outs=5) + RetinaHead(stacked_convs=4, 9 anchors, sigmoid)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g) * 0.03
+
+    backbone = create_model("pvt_v2_b0", features_only=True)
+    sd = {f"backbone.{k}": rand(*v.shape) if v.is_floating_point() else v for k, v in backbone.state_dict().items()}
+    for i, c in enumerate(B0_DIMS[1:]):
+        sd[f"neck.lateral_convs.{i}.conv.weight"] = rand(256, c, 1, 1)
+        sd[f"neck.lateral_convs.{i}.conv.bias"] = rand(256)
+    for i, c in enumerate([256, 256, 256, B0_DIMS[-1], 256]):  # 3: P6 from C5 ('on_input'), 4: P7
+        sd[f"neck.fpn_convs.{i}.conv.weight"] = rand(256, c, 3, 3)
+        sd[f"neck.fpn_convs.{i}.conv.bias"] = rand(256)
+    for branch in ("cls", "reg"):
+        for i in range(4):
+            sd[f"bbox_head.{branch}_convs.{i}.conv.weight"] = rand(256, 256, 3, 3)
+            sd[f"bbox_head.{branch}_convs.{i}.conv.bias"] = rand(256)
+    sd["bbox_head.retina_cls.weight"] = rand(9 * num_classes, 256, 3, 3)
+    sd["bbox_head.retina_cls.bias"] = rand(9 * num_classes)  # scores near 0.5: detections to check
+    sd["bbox_head.retina_reg.weight"] = rand(9 * 4, 256, 3, 3)
+    sd["bbox_head.retina_reg.bias"] = rand(9 * 4)
+    return sd
+
+
+def _mmdet_fpn_reference(feats: list[torch.Tensor], sd: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """MMDetection 2.x ``FPN.forward`` with start_level=1, add_extra_convs='on_input',
+    relu_before_extra_convs=False (the default), num_outs=5."""
+    inputs = feats[1:]
+    lat = [F.conv2d(f, sd[f"neck.lateral_convs.{i}.conv.weight"], sd[f"neck.lateral_convs.{i}.conv.bias"])
+           for i, f in enumerate(inputs)]
+    for i in range(2, 0, -1):
+        lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:], mode="nearest")
+    outs = [F.conv2d(t, sd[f"neck.fpn_convs.{i}.conv.weight"], sd[f"neck.fpn_convs.{i}.conv.bias"], padding=1)
+            for i, t in enumerate(lat)]
+    outs.append(F.conv2d(inputs[-1], sd["neck.fpn_convs.3.conv.weight"], sd["neck.fpn_convs.3.conv.bias"],
+                         stride=2, padding=1))
+    outs.append(F.conv2d(outs[-1], sd["neck.fpn_convs.4.conv.weight"], sd["neck.fpn_convs.4.conv.bias"],
+                         stride=2, padding=1))  # no ReLU before P7
+    return outs
+
+
+def _mmdet_cls_reference(p: torch.Tensor, sd: dict[str, torch.Tensor], num_classes: int) -> torch.Tensor:
+    """RetinaHead's class logits of one level, laid out as ``get_bboxes`` reads them: (H*W*A, K)."""
+    for i in range(4):
+        p = F.relu(F.conv2d(p, sd[f"bbox_head.cls_convs.{i}.conv.weight"], sd[f"bbox_head.cls_convs.{i}.conv.bias"],
+                            padding=1))
+    score = F.conv2d(p, sd["bbox_head.retina_cls.weight"], sd["bbox_head.retina_cls.bias"], padding=1)
+    return score[0].permute(1, 2, 0).reshape(-1, num_classes)
+
+
+@torch.no_grad()
+def test_mmdet_retinanet_loads_every_tensor_and_computes_the_official_pyramid_and_logits(tmp_path):
+    from pvtv2.detection.model import load_detector
+
+    sd = _mmdet_retinanet_state_dict(num_classes=3)
+    path = tmp_path / "retinanet.pth"
+    torch.save({"state_dict": sd, "meta": {"CLASSES": ("cat", "dog", "bird")}}, path)
+    model, info = load_detector(path)
+    assert info["kind"] == "retinanet" and info["class_names"] == ["cat", "dog", "bird"]
+    assert len(model.state_dict()) == len(sd)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    pyramid = list(model.backbone(x).values())
+    ref = _mmdet_fpn_reference(model.backbone.body.forward_features(x), sd)
+    assert [p.shape[-2:] for p in pyramid] == [r.shape[-2:] for r in ref]
+    for ours, theirs in zip(pyramid, ref):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    # P7 without the ReLU torchvision's LastLevelP6P7 applies: differs from conv(relu(P6)) here
+    with_relu = F.conv2d(F.relu(ref[3]), sd["neck.fpn_convs.4.conv.weight"], sd["neck.fpn_convs.4.conv.bias"],
+                         stride=2, padding=1)
+    assert (pyramid[4] - with_relu).abs().max() > 1e-3
+    logits = model.head.classification_head(pyramid)  # (1, sum H*W*A, 1 + K): background first
+    theirs = torch.cat([_mmdet_cls_reference(p, sd, 3) for p in ref])
+    torch.testing.assert_close(logits[0, :, 1:], theirs, rtol=1e-4, atol=1e-5)
+    assert torch.sigmoid(logits[0, :, 0]).max() == 0  # the background column never scores
+    assert (model.score_thresh, model.nms_thresh, model.detections_per_img, model.topk_candidates) == (0.05, 0.5, 100, 1000)
+    model.transform.min_size, model.transform.max_size = (64,), 64
+    out = model([x[0]])[0]
+    assert set(out) == {"boxes", "scores", "labels"} and 0 < len(out["boxes"]) <= 100
+    assert ((out["labels"] >= 1) & (out["labels"] <= 3)).all() and (out["scores"] > 0.05).all()
+
+
+def test_mmdet_anchors_follow_mmdetection_formula_with_fixed_strides():
+    from torchvision.models.detection.image_list import ImageList
+
+    from pvtv2.detection.model import MMDetAnchorGenerator
+
+    gen = MMDetAnchorGenerator()
+    maps = [torch.zeros(1, 1, h, w) for h, w in ((100, 152), (50, 76), (25, 38), (13, 19), (7, 10))]
+    anchors = gen(ImageList(torch.zeros(1, 3, 800, 1216), [(800, 1216)]), maps)[0]
+    sizes = [h * w * 9 for h, w in ((100, 152), (50, 76), (25, 38), (13, 19), (7, 10))]
+    levels = anchors.split(sizes)
+    # mmdet gen_single_level_base_anchors(base_size=8, scales=4*2**(i/3), ratios=[.5, 1, 2]), center 0:
+    scales = torch.tensor([4 * 2 ** (i / 3) for i in range(3)])
+    h_ratios = torch.tensor([0.5, 1.0, 2.0]).sqrt()
+    ws = (8 * (1 / h_ratios)[:, None] * scales[None]).reshape(-1)
+    hs = (8 * h_ratios[:, None] * scales[None]).reshape(-1)
+    base = torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], 1)
+    torch.testing.assert_close(levels[0][:9], base)
+    torch.testing.assert_close(levels[0][9:18], base + torch.tensor([8.0, 0, 8, 0]))  # next cell along x
+    assert levels[0][4].tolist() == pytest.approx([-20.1587, -20.1587, 20.1587, 20.1587], abs=1e-3)  # 32*2^(1/3), unrounded
+    # P6: 13 rows from 800 pixels; torchvision's stride would be 800 // 13 = 61, mmdet's is 64
+    p6 = levels[3].reshape(13, 19, 9, 4)
+    assert (p6[1, 0, 0] - p6[0, 0, 0]).tolist() == pytest.approx([0.0, 64.0, 0.0, 64.0], abs=1e-4)
+
+
+def test_mmdet_box_coder_clamps_shrinking_deltas_too():
+    import math
+
+    from pvtv2.detection.model import MMDetBoxCoder
+
+    coder = MMDetBoxCoder((1.0, 1.0, 1.0, 1.0), math.log(1000.0 / 16))
+    anchors = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
+    box = coder.decode_single(torch.tensor([[0.0, 0.0, -10.0, 10.0]]), anchors)[0]
+    # width 100 * 16/1000 = 1.6 (mmdet delta2bbox clamps dw to [-log(1000/16), log(1000/16)]), height 100 * 1000/16
+    assert (box[2] - box[0]).item() == pytest.approx(1.6, rel=1e-5)
+    assert (box[3] - box[1]).item() == pytest.approx(6250.0, rel=1e-5)
+
+
+def test_mmdet_retinanet_with_a_missing_and_an_extra_tensor_is_refused_naming_both(tmp_path):
+    from pvtv2.detection.model import load_detector
+
+    sd = _mmdet_retinanet_state_dict(num_classes=2)
+    del sd["neck.fpn_convs.4.conv.bias"]
+    sd["bbox_head.retina_iou.weight"] = torch.zeros(1)
+    path = tmp_path / "r.pth"
+    torch.save({"state_dict": sd, "meta": {}}, path)
+    with pytest.raises(CheckpointError, match=r"1 missing: backbone\.fpn\.extra_blocks\.p7\.bias; "
+                                              r"1 unused: bbox_head\.retina_iou\.weight"):
+        load_detector(path)
+
+
+def test_published_checkpoints_given_to_the_wrong_task_are_refused(tmp_path):
+    from pvtv2.detection.model import load_detector
+
+    seg, det = tmp_path / "seg.pth", tmp_path / "det.pth"
+    torch.save({"state_dict": _mmseg_fpn_state_dict(num_classes=2)}, seg)
+    torch.save({"state_dict": _mmdet_retinanet_state_dict(num_classes=2)}, det)
+    with pytest.raises(CheckpointError, match="segment eval"):
+        load_detector(seg)
+    with pytest.raises(CheckpointError, match="detect eval"):
+        load_segmenter(det)

@@ -5,6 +5,10 @@
   (``configs/sem_fpn/*``): ``backbone.*`` in the official PVTv2 layout, MMSegmentation's FPN neck
   (``neck.lateral_convs.{i}.conv``, ``neck.fpn_convs.{i}.conv``) and ``FPNHead``
   (``decode_head.scale_heads.{i}.{j}.conv/bn``, ``decode_head.conv_seg``).
+* ``mmdet-retinanet``: whai362/PVT ``detection`` RetinaNet (``retinanet_pvt_v2_*_fpn_1x_coco.py``):
+  ``backbone.*``, MMDetection's FPN (``neck.lateral_convs.{i}``, ``neck.fpn_convs.{i}``; with
+  ``start_level=1`` and ``num_outs=5`` the last two ``fpn_convs`` make P6 and P7) and
+  ``RetinaHead`` (``bbox_head.cls_convs/reg_convs.{i}.conv``, ``bbox_head.retina_cls/retina_reg``).
 
 The task packages build the models; this module only reads, sniffs and renames, and
 :func:`load_strict` refuses a file that does not fit key for key.
@@ -128,3 +132,35 @@ def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], ckpt: DenseChe
         raise CheckpointError(f"{ckpt.source} ({ckpt.format} format) does not fit the model: " + "; ".join(parts))
     check_values(sd, own, ckpt.source)
     model.load_state_dict(dict(sd))
+
+
+def mmdet_retinanet_to_pvtv2(sd: Mapping[str, torch.Tensor], *, num_anchors: int,
+                             background_logit: float) -> dict[str, torch.Tensor]:
+    """MMDetection RetinaNet keys -> our torchvision RetinaNet's. Both lay the class logits out
+    anchor-major (row ``a * K + k``), but mmdet's K object classes have no background column and
+    torchvision's K + 1 have it first: each anchor's block gets a background row with zero
+    weights and ``background_logit`` as bias."""
+    n_lateral = len({k.split(".")[2] for k in sd if k.startswith("neck.lateral_convs.")})
+    extra_names = {n_lateral: "p6", n_lateral + 1: "p7"}
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("backbone."):
+            out["backbone.body." + k[len("backbone."):]] = v
+        elif m := re.match(r"^neck\.lateral_convs\.(\d+)\.conv\.(.*)$", k):
+            out[f"backbone.fpn.inner_blocks.{m[1]}.0.{m[2]}"] = v
+        elif (m := re.match(r"^neck\.fpn_convs\.(\d+)\.conv\.(.*)$", k)) and int(m[1]) < n_lateral:
+            out[f"backbone.fpn.layer_blocks.{m[1]}.0.{m[2]}"] = v
+        elif m and int(m[1]) in extra_names:
+            out[f"backbone.fpn.extra_blocks.{extra_names[int(m[1])]}.{m[2]}"] = v
+        elif m := re.match(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.(.*)$", k):
+            head = "classification_head" if m[1] == "cls" else "regression_head"
+            out[f"head.{head}.conv.{m[2]}.0.{m[3]}"] = v
+        elif m := re.match(r"^bbox_head\.retina_cls\.(weight|bias)$", k):
+            per_anchor = v.reshape(num_anchors, -1, *v.shape[1:])
+            background = torch.full_like(per_anchor[:, :1], background_logit if m[1] == "bias" else 0.0)
+            out[f"head.classification_head.cls_logits.{m[1]}"] = torch.cat([background, per_anchor], 1).flatten(0, 1)
+        elif m := re.match(r"^bbox_head\.retina_reg\.(weight|bias)$", k):
+            out[f"head.regression_head.bbox_reg.{m[1]}"] = v
+        else:
+            out[k] = v  # reported as unused
+    return out
