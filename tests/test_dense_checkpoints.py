@@ -267,3 +267,39 @@ def test_published_checkpoints_given_to_the_wrong_task_are_refused(tmp_path):
         load_detector(seg)
     with pytest.raises(CheckpointError, match="detect eval"):
         load_segmenter(det)
+
+
+def test_segment_eval_takes_a_published_semantic_fpn_file(tmp_path, capsys):
+    import json
+
+    from pvtv2.cli import main
+    from pvtv2.data import make_segmentation_dataset
+
+    data = make_segmentation_dataset(tmp_path / "d", classes=3, train_images=1, val_images=2, size=64, seed=0,
+                                     progress=False)
+    ckpt = _save(tmp_path, _mmseg_fpn_state_dict(num_classes=3), {"CLASSES": ["bg", "a", "b"]})
+    out = tmp_path / "r.json"
+    assert main(["segment", "eval", "--data", str(data), "--checkpoint", str(ckpt), "--scale", "64", "64",
+                 "--device", "cpu", "--workers", "0", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert 0 <= result["mIoU"] <= 100 and set(result["per_class"]) == {"bg", "a", "b"}
+
+
+@pytest.mark.slow  # the official 800-pixel test size on CPU: 6-12 s
+def test_detect_eval_takes_a_published_retinanet_file(tmp_path):
+    import json
+
+    from pvtv2.cli import main
+    from pvtv2.data import make_detection_dataset
+
+    data = make_detection_dataset(tmp_path / "d", classes=2, train_images=1, val_images=1, size=64, seed=0,
+                                  progress=False)
+    names = [c["name"] for c in json.loads((data / "annotations" / "instances_val2017.json").read_text())["categories"]]
+    ckpt = tmp_path / "retinanet.pth"
+    torch.save({"state_dict": _mmdet_retinanet_state_dict(num_classes=2), "meta": {"CLASSES": tuple(names)}}, ckpt)
+    out = tmp_path / "r.json"
+    assert main(["detect", "eval", "--data", str(data), "--checkpoint", str(ckpt), "--device", "cpu",
+                 "--workers", "0", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 1 and result["detections"] == 100  # max_per_img
+    assert 0 <= result["bbox"]["stats"]["AP"] <= 1
