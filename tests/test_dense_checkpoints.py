@@ -303,3 +303,81 @@ def test_detect_eval_takes_a_published_retinanet_file(tmp_path):
     result = json.loads(out.read_text())
     assert result["images"] == 1 and result["detections"] == 100  # max_per_img
     assert 0 <= result["bbox"]["stats"]["AP"] <= 1
+
+
+# -- Mask R-CNN (whai362/PVT detection, MMDetection 2.x) --------------------------------------
+def _mmdet_maskrcnn_state_dict(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``mask_rcnn_pvt_v2_b0_fpn_1x_coco.py``: FPN(in [32, 64, 160, 256], out 256, num_outs=5), RPNHead
+    (3 anchors), Shared2FCBBoxHead (fc 1024, K + 1 classes, class-wise deltas), FCNMaskHead (4 convs)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g) * 0.03
+
+    backbone = create_model("pvt_v2_b0", features_only=True)
+    sd = {f"backbone.{k}": rand(*v.shape) if v.is_floating_point() else v for k, v in backbone.state_dict().items()}
+    for i, c in enumerate(B0_DIMS):
+        sd[f"neck.lateral_convs.{i}.conv.weight"], sd[f"neck.lateral_convs.{i}.conv.bias"] = rand(256, c, 1, 1), rand(256)
+        sd[f"neck.fpn_convs.{i}.conv.weight"], sd[f"neck.fpn_convs.{i}.conv.bias"] = rand(256, 256, 3, 3), rand(256)
+    sd["rpn_head.rpn_conv.weight"], sd["rpn_head.rpn_conv.bias"] = rand(256, 256, 3, 3), rand(256)
+    sd["rpn_head.rpn_cls.weight"], sd["rpn_head.rpn_cls.bias"] = rand(3, 256, 1, 1), rand(3)
+    sd["rpn_head.rpn_reg.weight"], sd["rpn_head.rpn_reg.bias"] = rand(12, 256, 1, 1), rand(12)
+    sd["roi_head.bbox_head.shared_fcs.0.weight"] = rand(1024, 256 * 7 * 7)
+    sd["roi_head.bbox_head.shared_fcs.0.bias"] = rand(1024)
+    sd["roi_head.bbox_head.shared_fcs.1.weight"], sd["roi_head.bbox_head.shared_fcs.1.bias"] = rand(1024, 1024), rand(1024)
+    sd["roi_head.bbox_head.fc_cls.weight"], sd["roi_head.bbox_head.fc_cls.bias"] = rand(num_classes + 1, 1024), rand(num_classes + 1)
+    sd["roi_head.bbox_head.fc_reg.weight"], sd["roi_head.bbox_head.fc_reg.bias"] = rand(4 * num_classes, 1024), rand(4 * num_classes)
+    for i in range(4):
+        sd[f"roi_head.mask_head.convs.{i}.conv.weight"], sd[f"roi_head.mask_head.convs.{i}.conv.bias"] = \
+            rand(256, 256, 3, 3), rand(256)
+    sd["roi_head.mask_head.upsample.weight"], sd["roi_head.mask_head.upsample.bias"] = rand(256, 256, 2, 2), rand(256)
+    sd["roi_head.mask_head.conv_logits.weight"] = rand(num_classes, 256, 1, 1)
+    sd["roi_head.mask_head.conv_logits.bias"] = rand(num_classes)
+    return sd
+
+
+@torch.no_grad()
+def test_mmdet_maskrcnn_loads_every_tensor_with_the_classes_rotated_to_background_first(tmp_path):
+    from pvtv2.detection.model import load_detector
+
+    sd = _mmdet_maskrcnn_state_dict(num_classes=2)
+    path = tmp_path / "mrcnn.pth"
+    torch.save({"state_dict": sd, "meta": {"CLASSES": ("cat", "dog")}}, path)
+    model, info = load_detector(path)
+    assert info["kind"] == "maskrcnn" and info["class_names"] == ["cat", "dog"]
+    assert len(model.state_dict()) == len(sd)
+    # Shared2FCBBoxHead on pooled features vs our box head + predictor
+    pooled = torch.randn(5, 256, 7, 7, generator=torch.Generator().manual_seed(3))
+    h = F.relu(F.linear(pooled.flatten(1), sd["roi_head.bbox_head.shared_fcs.0.weight"], sd["roi_head.bbox_head.shared_fcs.0.bias"]))
+    h = F.relu(F.linear(h, sd["roi_head.bbox_head.shared_fcs.1.weight"], sd["roi_head.bbox_head.shared_fcs.1.bias"]))
+    their_probs = F.linear(h, sd["roi_head.bbox_head.fc_cls.weight"], sd["roi_head.bbox_head.fc_cls.bias"]).softmax(-1)
+    their_deltas = F.linear(h, sd["roi_head.bbox_head.fc_reg.weight"], sd["roi_head.bbox_head.fc_reg.bias"])
+    logits, deltas = model.roi_heads.box_predictor(model.roi_heads.box_head(pooled))
+    probs = logits.softmax(-1)
+    torch.testing.assert_close(probs[:, 0], their_probs[:, 2])  # background: mmdet's last, torchvision's first
+    torch.testing.assert_close(probs[:, 1:], their_probs[:, :2])
+    torch.testing.assert_close(deltas[:, 4:], their_deltas)
+    assert model.roi_heads.box_coder.weights == (10.0, 10.0, 5.0, 5.0)  # mmdet target_stds 0.1, 0.1, 0.2, 0.2
+    model.transform.min_size, model.transform.max_size = (64,), 64
+    out = model([torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(4))])[0]
+    assert set(out) == {"boxes", "scores", "labels", "masks"}
+    # RPN anchors: scale 8 at stride 4, ratios 0.5/1/2, not rounded (torchvision would round 22.63 to 23)
+    p2 = model.rpn.anchor_generator.cell_anchors[0]
+    torch.testing.assert_close(p2[1], torch.tensor([-16.0, -16.0, 16.0, 16.0]))
+    torch.testing.assert_close(p2[0], torch.tensor([-16 * 2 ** 0.5, -8 * 2 ** 0.5, 16 * 2 ** 0.5, 8 * 2 ** 0.5]))
+
+
+def test_mmdet_roi_align_is_aligned_and_maps_levels_by_finest_scale_56():
+    from torchvision.ops import roi_align
+
+    from pvtv2.detection.model import MMDetRoIAlign
+
+    g = torch.Generator().manual_seed(5)
+    feats = {str(i): torch.randn(1, 2, 64 // 2 ** i, 64 // 2 ** i, generator=g) for i in range(4)}
+    boxes = torch.tensor([[10.0, 10.0, 40.0, 40.0], [0.0, 0.0, 120.0, 120.0], [3.0, 5.0, 250.0, 240.0]])
+    out = MMDetRoIAlign(7)(feats, [boxes], [(256, 256)])
+    # sqrt(area) 30 -> level 0 (stride 4); 120 -> floor(log2(120/56)) = 1 (stride 8); ~242 -> 2 (stride 16)
+    for row, level in zip(range(3), (0, 1, 2)):
+        ref = roi_align(feats[str(level)], [boxes[row:row + 1]], 7, spatial_scale=1 / 4 / 2 ** level,
+                        sampling_ratio=0, aligned=True)
+        torch.testing.assert_close(out[row:row + 1], ref)

@@ -9,6 +9,10 @@
   ``backbone.*``, MMDetection's FPN (``neck.lateral_convs.{i}``, ``neck.fpn_convs.{i}``; with
   ``start_level=1`` and ``num_outs=5`` the last two ``fpn_convs`` make P6 and P7) and
   ``RetinaHead`` (``bbox_head.cls_convs/reg_convs.{i}.conv``, ``bbox_head.retina_cls/retina_reg``).
+* ``mmdet-maskrcnn``: whai362/PVT ``detection`` Mask R-CNN (``mask_rcnn_pvt_v2_*_fpn_1x_coco.py``):
+  ``backbone.*``, the FPN (4 lateral and 4 output convs; P6 is max-pooled), ``rpn_head.rpn_conv/
+  rpn_cls/rpn_reg``, ``roi_head.bbox_head.shared_fcs.{0,1}/fc_cls/fc_reg`` and
+  ``roi_head.mask_head.convs.{i}.conv/upsample/conv_logits``.
 
 The task packages build the models; this module only reads, sniffs and renames, and
 :func:`load_strict` refuses a file that does not fit key for key.
@@ -163,4 +167,36 @@ def mmdet_retinanet_to_pvtv2(sd: Mapping[str, torch.Tensor], *, num_anchors: int
             out[f"head.regression_head.bbox_reg.{m[1]}"] = v
         else:
             out[k] = v  # reported as unused
+    return out
+
+
+_MMDET_MASKRCNN_KEYS = [  # (MMDetection, torchvision MaskRCNN); the class-indexed layers are handled apart
+    (r"^backbone\.", "backbone.body."),
+    (r"^neck\.lateral_convs\.(\d+)\.conv\.", r"backbone.fpn.inner_blocks.\1.0."),
+    (r"^neck\.fpn_convs\.(\d+)\.conv\.", r"backbone.fpn.layer_blocks.\1.0."),
+    (r"^rpn_head\.rpn_conv\.", "rpn.head.conv.0.0."),
+    (r"^rpn_head\.rpn_cls\.", "rpn.head.cls_logits."),
+    (r"^rpn_head\.rpn_reg\.", "rpn.head.bbox_pred."),
+    (r"^roi_head\.bbox_head\.shared_fcs\.0\.", "roi_heads.box_head.fc6."),
+    (r"^roi_head\.bbox_head\.shared_fcs\.1\.", "roi_heads.box_head.fc7."),
+    (r"^roi_head\.mask_head\.convs\.(\d+)\.conv\.", r"roi_heads.mask_head.\1.0."),
+    (r"^roi_head\.mask_head\.upsample\.", "roi_heads.mask_predictor.conv5_mask."),
+]
+
+
+def mmdet_maskrcnn_to_pvtv2(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MMDetection Mask R-CNN keys -> our torchvision Mask R-CNN's. mmdet's softmax classifier
+    has the background last (row K), torchvision's first: the rows are rotated. mmdet's class-wise
+    box deltas and mask logits cover the K object classes only; torchvision's have a background
+    slot first, which it never reads: it gets zeros."""
+    out = {}
+    for k, v in sd.items():
+        if m := re.match(r"^roi_head\.bbox_head\.fc_cls\.(weight|bias)$", k):
+            out[f"roi_heads.box_predictor.cls_score.{m[1]}"] = torch.cat([v[-1:], v[:-1]])
+        elif m := re.match(r"^roi_head\.bbox_head\.fc_reg\.(weight|bias)$", k):
+            out[f"roi_heads.box_predictor.bbox_pred.{m[1]}"] = torch.cat([torch.zeros_like(v[:4]), v])
+        elif m := re.match(r"^roi_head\.mask_head\.conv_logits\.(weight|bias)$", k):
+            out[f"roi_heads.mask_predictor.mask_fcn_logits.{m[1]}"] = torch.cat([torch.zeros_like(v[:1]), v])
+        else:
+            out.update(_rename({k: v}, _MMDET_MASKRCNN_KEYS))
     return out

@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
 from ..checkpoint import TaskFile, load_task_file, save_task_file
-from ..checkpoint.dense import (DenseCheckpoint, backbone_from_keys, is_torch_file, load_strict, mmdet_retinanet_to_pvtv2,
-                                read_dense_checkpoint)
+from ..checkpoint.dense import (DenseCheckpoint, backbone_from_keys, is_torch_file, load_strict, mmdet_maskrcnn_to_pvtv2,
+                                mmdet_retinanet_to_pvtv2, read_dense_checkpoint)
 from ..errors import CheckpointError
 from ..factory import create_model
 from ..model import PyramidVisionTransformerV2
@@ -139,6 +139,29 @@ class MMDetBoxCoder(Float32BoxCoder):
         return super().decode_single(rel_codes, boxes)
 
 
+class MMDetRoIAlign(MultiScaleRoIAlign):
+    """MMDetection's ``SingleRoIExtractor`` over P2-P5: ``RoIAlign(aligned=True, sampling_ratio=0)``
+    (torchvision's ``MultiScaleRoIAlign`` uses ``aligned=False`` and 2 samples per bin), level
+    ``floor(log2(sqrt(area) / 56 + 1e-6))`` clamped to 0..3 (``finest_scale=56``), fixed strides."""
+
+    def __init__(self, output_size: int, strides: tuple[int, ...] = (4, 8, 16, 32)):
+        super().__init__([str(i) for i in range(len(strides))], output_size, sampling_ratio=0)
+        self.strides = tuple(strides)
+
+    def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor],
+                image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        feats = [x[name] for name in self.featmap_names]
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)])
+        scale = ((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])).sqrt()
+        levels = torch.floor(torch.log2(scale / 56 + 1e-6)).clamp(0, len(feats) - 1).long()
+        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], *self.output_size))
+        for level, (feat, stride) in enumerate(zip(feats, self.strides)):
+            idx = torch.where(levels == level)[0]
+            out[idx] = roi_align(feat, rois[idx].to(feat.dtype), self.output_size, spatial_scale=1 / stride,
+                                 sampling_ratio=0, aligned=True).to(out.dtype)
+        return out
+
+
 class PVTv2FPN(nn.Module):
     """PVTv2 stages ``first_stage..4`` -> FPN -> ``OrderedDict`` of maps with ``out_channels``
     channels each, keyed ``"0", "1", ...`` then the extra levels (``"pool"`` or ``"p6", "p7"``)."""
@@ -224,7 +247,7 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
     """Rebuild a detector written by :func:`save_detector` -> ``(model in eval mode, metadata)``;
     keyword arguments (``box_score_thresh``...) go to the torchvision model. A published
     MMDetection 2.x RetinaNet ``.pth`` (whai362/PVT ``detection``) loads too, format
-    auto-detected, as :func:`official_retinanet`."""
+    auto-detected, and so does a Mask R-CNN one: see :func:`official_retinanet`, :func:`official_maskrcnn`."""
     if Path(path).is_file() and is_torch_file(path):
         model, info = _load_mmdet(path, **kwargs)
         return model.eval().to(device), info
@@ -272,8 +295,8 @@ def _load_mmdet(path: str | os.PathLike, **kwargs: Any) -> tuple[nn.Module, dict
     ckpt = read_dense_checkpoint(path)
     if ckpt.format == "mmseg-fpn":
         raise CheckpointError(f"{path}: a published Semantic FPN (segmentation) checkpoint; `pvtv2 segment eval` takes it")
-    if ckpt.format != "mmdet-retinanet":
-        raise CheckpointError(f"{path}: a published {ckpt.format} checkpoint; only the RetinaNet ones load so far")
+    if ckpt.format == "mmdet-maskrcnn":
+        return _load_mmdet_maskrcnn(ckpt, **kwargs)
     return _load_mmdet_retinanet(ckpt, **kwargs)
 
 
@@ -289,3 +312,33 @@ def _load_mmdet_retinanet(ckpt: DenseCheckpoint, **kwargs: Any) -> tuple[nn.Modu
                                                 background_logit=BACKGROUND_LOGIT), ckpt)
     names = ckpt.class_names(num_classes)
     return model, {"kind": "retinanet", "class_names": names, "format": ckpt.format}
+
+
+def official_maskrcnn(body: PyramidVisionTransformerV2, num_classes: int, **kwargs: Any) -> MaskRCNN:
+    """torchvision's Mask R-CNN made to compute what ``mask_rcnn_pvt_v2_*_fpn_1x_coco.py`` does
+    (MMDetection 2.x): RPN anchors (scale 8, ratios 0.5/1/2, strides 4-64, not rounded), RoIAlign
+    (:class:`MMDetRoIAlign`), box decoding clamped both sides (:class:`MMDetBoxCoder`; RPN stds 1,
+    RoI stds 0.1/0.1/0.2/0.2 = torchvision's weights 10/10/5/5) and ``test_cfg`` (RPN 1000 per level,
+    NMS 0.7, 1000 proposals; RoI score 0.05, NMS 0.5, 100 per image). The neck is the one our
+    training uses (P2-P5 + max-pooled P6, as MMDetection's ``num_outs=5`` without extra convs)."""
+    backbone = PVTv2FPN(body, first_stage=1, extra="maxpool")
+    settings = dict(min_size=800, max_size=1333, rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000,
+                    rpn_nms_thresh=0.7, box_score_thresh=0.05, box_nms_thresh=0.5, box_detections_per_img=100)
+    anchors = MMDetAnchorGenerator((4, 8, 16, 32, 64), octave_base_scale=8, scales_per_octave=1)
+    model = MaskRCNN(backbone, num_classes=num_classes + 1, rpn_anchor_generator=anchors,
+                     box_roi_pool=MMDetRoIAlign(7), mask_roi_pool=MMDetRoIAlign(14), **{**settings, **kwargs})
+    model = use_float32_boxes(model)
+    for owner in (model.rpn, model.roi_heads):
+        owner.box_coder = MMDetBoxCoder(owner.box_coder.weights, owner.box_coder.bbox_xform_clip)
+    model.kind, model.num_object_classes = "maskrcnn", num_classes
+    return model
+
+
+def _load_mmdet_maskrcnn(ckpt: DenseCheckpoint, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+    cls = ckpt.state_dict.get("roi_head.bbox_head.fc_cls.weight")
+    if cls is None or cls.ndim != 2 or cls.shape[0] < 2:
+        raise CheckpointError(f"{ckpt.source}: roi_head.bbox_head.fc_cls.weight is missing or not (classes + 1, features)")
+    num_classes = cls.shape[0] - 1
+    model = official_maskrcnn(backbone_from_keys(ckpt), num_classes, **kwargs)
+    load_strict(model, mmdet_maskrcnn_to_pvtv2(ckpt.state_dict), ckpt)
+    return model, {"kind": "maskrcnn", "class_names": ckpt.class_names(num_classes), "format": ckpt.format}
