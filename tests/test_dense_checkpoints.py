@@ -267,6 +267,10 @@ def test_published_checkpoints_given_to_the_wrong_task_are_refused(tmp_path):
         load_detector(seg)
     with pytest.raises(CheckpointError, match="detect eval"):
         load_segmenter(det)
+    clf = tmp_path / "pvt_v2_b0.pth"
+    torch.save(create_model("pvt_v2_b0", num_classes=3).state_dict(), clf)  # an official classification release
+    with pytest.raises(CheckpointError, match="classifier/backbone checkpoint.*--pretrained"):
+        load_detector(clf)
 
 
 def test_segment_eval_takes_a_published_semantic_fpn_file(tmp_path, capsys):

@@ -75,6 +75,9 @@ def read_dense_checkpoint(path: str | os.PathLike) -> DenseCheckpoint:
     meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
     sd = unwrap_state_dict(obj)
     fmt = detect_dense_format(sd)
+    if fmt is None and any(re.match(r"^(patch_embed\d|block\d)\.", k) for k in sd):
+        raise CheckpointError(f"{path}: a PVTv2 classifier/backbone checkpoint, not a detector or segmenter; "
+                              f"it can serve as --pretrained backbone weights")
     if fmt is None:
         raise CheckpointError(f"{path}: neither a pvtv2 task file nor a published MMSegmentation Semantic FPN / "
                               f"MMDetection checkpoint; first keys: {describe_keys(sorted(sd))}")
