@@ -18,6 +18,8 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
 from ..checkpoint import TaskFile, load_task_file, save_task_file
+from ..checkpoint.dense import backbone_from_keys, is_torch_file, load_strict, mmseg_fpn_to_pvtv2, read_dense_checkpoint
+from ..errors import CheckpointError
 from ..factory import create_model
 from ..model import PyramidVisionTransformerV2
 
@@ -90,11 +92,38 @@ def save_segmenter(model: SemanticFPN, path: str | os.PathLike, *, class_names: 
 
 
 def load_segmenter(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[SemanticFPN, dict[str, Any]]:
-    """Rebuild a segmenter written by :func:`save_segmenter` (e.g. a run's ``best.safetensors``);
+    """Rebuild a segmenter written by :func:`save_segmenter` (e.g. a run's ``best.safetensors``),
+    or a published MMSegmentation Semantic FPN ``.pth`` (whai362/PVTv2-Seg; format auto-detected);
     returns ``(model in eval mode, metadata)`` with ``class_names`` and the training ``scale``/``crop``."""
+    if Path(path).is_file() and is_torch_file(path):
+        model, info = _load_mmseg_fpn(path)
+        return model.eval().to(device), info
+
     def build(f: TaskFile) -> SemanticFPN:
         return SemanticFPN(f.backbone, int(f.json("num_classes")))
 
     model, f = load_task_file(path, task="segment", label="segmentation", build=build)
     model.class_names = f.class_names
     return model.eval().to(device), {"class_names": f.class_names, **f.extra}
+
+
+def _load_mmseg_fpn(path: str | os.PathLike) -> tuple[SemanticFPN, dict[str, Any]]:
+    """A published Semantic FPN: MMSegmentation's FPN neck and ``FPNHead`` compute what ours do
+    (nearest top-down upsampling, bilinear 2x steps with ``align_corners=False``, dropout then a
+    1x1 classifier), so the tensors load one to one; the class count is ``conv_seg``'s rows."""
+    ckpt = read_dense_checkpoint(path)
+    if ckpt.format != "mmseg-fpn":
+        raise CheckpointError(f"{path}: a published {ckpt.format} checkpoint, not a Semantic FPN; "
+                              f"`pvtv2 detect eval` takes it")
+    classifier = ckpt.state_dict.get("decode_head.conv_seg.weight")
+    if classifier is None or classifier.ndim != 4:
+        raise CheckpointError(f"{path}: decode_head.conv_seg.weight is missing or not a 1x1 conv weight")
+    num_classes = int(classifier.shape[0])
+    model = SemanticFPN(backbone_from_keys(ckpt), num_classes)
+    load_strict(model, mmseg_fpn_to_pvtv2(ckpt.state_dict), ckpt)
+    model.class_names = ckpt.class_names(num_classes)
+    info: dict[str, Any] = {"class_names": model.class_names, "format": ckpt.format}
+    if num_classes == 150:
+        # The ADE20K configs (configs/_base_/datasets/ade20k.py) train with reduce_zero_label=True.
+        info["reduce_zero_label"] = True
+    return model, info
