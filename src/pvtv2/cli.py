@@ -518,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
                    DetTrainConfig, cmd_detect_train)
     s = dsub2.add_parser("eval", help="COCO box AP (and mask AP) of a checkpoint: the 12-number summary + JSON")
     s.add_argument("--data", required=True, help="COCO-layout root")
-    s.add_argument("--checkpoint", required=True, help="a detection run's best.safetensors, or a published whai362/PVT RetinaNet or Mask R-CNN .pth")
+    s.add_argument("--checkpoint", required=True,
+                   help="a detection run's best.safetensors, or a published whai362/PVT RetinaNet or Mask R-CNN .pth")
     s.add_argument("--split", default="val", choices=["train", "val"])
     s.add_argument("--images", default=None, help="image folder (default DATA/{split}2017)")
     s.add_argument("--ann", default=None, help="instances JSON (default DATA/annotations/instances_{split}2017.json)")
@@ -549,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
                    cmd_segment_train)
     s = ssub.add_parser("eval", help="mIoU / mAcc / aAcc / per-class IoU of a checkpoint (table + JSON)")
     s.add_argument("--data", required=True, help="ADE20K-style root (images/, annotations/) or images/ + masks/ folder")
-    s.add_argument("--checkpoint", required=True, help="a segmentation run's best.safetensors, or a published whai362 Semantic FPN .pth")
+    s.add_argument("--checkpoint", required=True,
+                   help="a segmentation run's best.safetensors, or a published whai362 Semantic FPN .pth")
     s.add_argument("--split", default="val", choices=["train", "val"])
     s.add_argument("--mode", default="whole", choices=["whole", "slide"], help="whole-image or sliding-window inference")
     s.add_argument("--scale", nargs=2, default=None, help="test rescale, then sides up to multiples of 32 as the official "
