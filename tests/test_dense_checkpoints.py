@@ -16,21 +16,31 @@ from pvtv2.segmentation.model import load_segmenter
 B0_DIMS = (32, 64, 160, 256)
 
 
-def _mmseg_fpn_state_dict(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """whai362/PVTv2-Seg ``fpn_pvtv2_b0_ade20k_40k.py``: FPN(in [32, 64, 160, 256], out 256,
-    num_outs 4) + FPNHead(channels 128, strides 4-32, SyncBN) in MMSegmentation 0.x names."""
+def _official_backbone_and_fpn(scale: float, seed: int, *, laterals, fpn_inputs):
+    """The part every whai362 dense checkpoint shares: a b0 backbone (``backbone.*``, random values)
+    and an MMDetection/MMSegmentation FPN neck whose lateral convs take ``laterals`` channels and
+    whose 3x3 output convs take ``fpn_inputs`` channels. Returns the state dict, the ``rand(*shape)``
+    that filled it (values times ``scale``) and its generator, for the heads."""
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
-        return torch.randn(*shape, generator=g) * 0.05
+        return torch.randn(*shape, generator=g) * scale
 
     backbone = create_model("pvt_v2_b0", features_only=True)
     sd = {f"backbone.{k}": rand(*v.shape) if v.is_floating_point() else v for k, v in backbone.state_dict().items()}
-    for i, c in enumerate(B0_DIMS):
+    for i, c in enumerate(laterals):
         sd[f"neck.lateral_convs.{i}.conv.weight"] = rand(256, c, 1, 1)
         sd[f"neck.lateral_convs.{i}.conv.bias"] = rand(256)
-        sd[f"neck.fpn_convs.{i}.conv.weight"] = rand(256, 256, 3, 3)
+    for i, c in enumerate(fpn_inputs):
+        sd[f"neck.fpn_convs.{i}.conv.weight"] = rand(256, c, 3, 3)
         sd[f"neck.fpn_convs.{i}.conv.bias"] = rand(256)
+    return sd, rand, g
+
+
+def _mmseg_fpn_state_dict(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """whai362/PVTv2-Seg ``fpn_pvtv2_b0_ade20k_40k.py``: FPN(in [32, 64, 160, 256], out 256,
+    num_outs 4) + FPNHead(channels 128, strides 4-32, SyncBN) in MMSegmentation 0.x names."""
+    sd, rand, g = _official_backbone_and_fpn(0.05, seed, laterals=B0_DIMS, fpn_inputs=[256] * 4)
     for i in range(4):
         for k in range(max(1, i)):
             j = 2 * k if i > 0 else 0  # ConvModule, Upsample, ConvModule, ...
@@ -126,19 +136,9 @@ def test_a_torch_file_that_is_no_published_segmenter_is_refused(tmp_path):
 def _mmdet_retinanet_state_dict(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """``retinanet_pvt_v2_b0_fpn_1x_coco.py``: FPN(in [32, 64, 160, 256], out 256, start_level=1,
     add_extra_convs='on_input', num_outs=5) + RetinaHead(stacked_convs=4, 9 anchors, sigmoid)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=g) * 0.03
-
-    backbone = create_model("pvt_v2_b0", features_only=True)
-    sd = {f"backbone.{k}": rand(*v.shape) if v.is_floating_point() else v for k, v in backbone.state_dict().items()}
-    for i, c in enumerate(B0_DIMS[1:]):
-        sd[f"neck.lateral_convs.{i}.conv.weight"] = rand(256, c, 1, 1)
-        sd[f"neck.lateral_convs.{i}.conv.bias"] = rand(256)
-    for i, c in enumerate([256, 256, 256, B0_DIMS[-1], 256]):  # 3: P6 from C5 ('on_input'), 4: P7
-        sd[f"neck.fpn_convs.{i}.conv.weight"] = rand(256, c, 3, 3)
-        sd[f"neck.fpn_convs.{i}.conv.bias"] = rand(256)
+    # fpn_convs 3: P6 from C5 ('on_input'), 4: P7
+    sd, rand, _ = _official_backbone_and_fpn(0.03, seed, laterals=B0_DIMS[1:],
+                                             fpn_inputs=[256, 256, 256, B0_DIMS[-1], 256])
     for branch in ("cls", "reg"):
         for i in range(4):
             sd[f"bbox_head.{branch}_convs.{i}.conv.weight"] = rand(256, 256, 3, 3)
@@ -313,16 +313,7 @@ def test_detect_eval_takes_a_published_retinanet_file(tmp_path):
 def _mmdet_maskrcnn_state_dict(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """``mask_rcnn_pvt_v2_b0_fpn_1x_coco.py``: FPN(in [32, 64, 160, 256], out 256, num_outs=5), RPNHead
     (3 anchors), Shared2FCBBoxHead (fc 1024, K + 1 classes, class-wise deltas), FCNMaskHead (4 convs)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=g) * 0.03
-
-    backbone = create_model("pvt_v2_b0", features_only=True)
-    sd = {f"backbone.{k}": rand(*v.shape) if v.is_floating_point() else v for k, v in backbone.state_dict().items()}
-    for i, c in enumerate(B0_DIMS):
-        sd[f"neck.lateral_convs.{i}.conv.weight"], sd[f"neck.lateral_convs.{i}.conv.bias"] = rand(256, c, 1, 1), rand(256)
-        sd[f"neck.fpn_convs.{i}.conv.weight"], sd[f"neck.fpn_convs.{i}.conv.bias"] = rand(256, 256, 3, 3), rand(256)
+    sd, rand, _ = _official_backbone_and_fpn(0.03, seed, laterals=B0_DIMS, fpn_inputs=[256] * 4)
     sd["rpn_head.rpn_conv.weight"], sd["rpn_head.rpn_conv.bias"] = rand(256, 256, 3, 3), rand(256)
     sd["rpn_head.rpn_cls.weight"], sd["rpn_head.rpn_cls.bias"] = rand(3, 256, 1, 1), rand(3)
     sd["rpn_head.rpn_reg.weight"], sd["rpn_head.rpn_reg.bias"] = rand(12, 256, 1, 1), rand(12)
