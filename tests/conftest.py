@@ -111,3 +111,27 @@ def hash_training_state(path: Path) -> str:
     for k, v in sorted(state["optimizer"]["state"].items()):
         h.update(v["exp_avg"].numpy().tobytes())
     return h.hexdigest()
+
+
+def ap_after_fitting_one_batch(model, data, *, steps: int, lr: float, clip: float, iou_types=("bbox",)) -> dict:
+    """Train ``model`` (a detector built under a fixed seed) for ``steps`` AdamW steps on the first
+    four images of ``data`` (a ``CocoDetection``), then its COCO report on those same images: what
+    the set-prediction and cascade tests use to show that a detector learns within a CPU budget."""
+    from pvtv2.detection import coco_evaluate
+    from pvtv2.detection.data import collate_detection
+    from pvtv2.detection.evaluate import to_coco_results
+
+    images, targets, _ = collate_detection([data[i] for i in range(4)])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    model.train()
+    for _ in range(steps):
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        outputs = model(images)
+    results = [r for out, t in zip(outputs, targets) for r in to_coco_results(out, t["image_id"], data.cat_ids)]
+    return coco_evaluate(data.coco, results, iou_types, image_ids=[t["image_id"] for t in targets])

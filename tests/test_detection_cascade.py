@@ -5,14 +5,13 @@ import math
 
 import pytest
 import torch
+from conftest import ap_after_fitting_one_batch
 from torch import nn
 
 from pvtv2.ablation import TOLERANCE
 from pvtv2.bench.flops import build_on_meta, count_flops, count_task_flops
-from pvtv2.detection import KIND_RECIPES, CocoDetection, coco_evaluate, create_detector, load_detector, save_detector
+from pvtv2.detection import KIND_RECIPES, CocoDetection, create_detector, load_detector, save_detector
 from pvtv2.detection.cascade_rcnn import CascadeMaskRCNN, CascadeRoIHeads
-from pvtv2.detection.data import collate_detection
-from pvtv2.detection.evaluate import to_coco_results
 from pvtv2.detection.model import DETECTORS, MASK_KINDS
 from pvtv2.registry import REGISTRY
 from torchvision.ops import MultiScaleRoIAlign, box_iou, generalized_box_iou
@@ -276,22 +275,9 @@ def test_cascade_learns_its_training_images(shapes96):
     # official losses, assignment and test-time path: box AP50 0.94, mask 0.81 after 60 steps.
     data = CocoDetection(shapes96 / "train2017", shapes96 / "annotations" / "instances_train2017.json", train=True,
                          masks=True, flip_prob=0.0)
-    images, targets, _ = collate_detection([data[i] for i in range(4)])
     torch.manual_seed(0)
     model = create_detector("cascade_maskrcnn", "pvt_v2_b0", 3, min_size=96, max_size=96, drop_path_rate=0.0, **SMALL)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    model.train()
-    for _ in range(60):
-        loss = sum(model(images, targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        outputs = model(images)
-    results = [r for out, t in zip(outputs, targets) for r in to_coco_results(out, t["image_id"], data.cat_ids)]
-    report = coco_evaluate(data.coco, results, ("bbox", "segm"), image_ids=[t["image_id"] for t in targets])
+    report = ap_after_fitting_one_batch(model, data, steps=60, lr=1e-3, clip=10.0, iou_types=("bbox", "segm"))
     assert report["bbox"]["stats"]["AP50"] > 0.5, report["bbox"]["summary"]
     assert report["segm"]["stats"]["AP50"] > 0.4, report["segm"]["summary"]
 
