@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pvtv2.bench.dense import DenseCase, format_dense, run_dense_case
+from pvtv2.bench.dense import DETECTIONS_PER_IMAGE, DenseCase, format_dense, run_dense_case
 
 
 def test_segmentation_bench_runs_both_models_and_reports_the_ratio():
@@ -19,3 +19,22 @@ def test_dense_bench_rejects_unknown_peers():
         run_dense_case(DenseCase(task="segment", kind="unet"))
     with pytest.raises(ValueError, match="no torchvision peer"):
         run_dense_case(DenseCase(task="detect", kind="yolo"))
+
+
+@pytest.mark.parametrize("kind", ["retinanet", pytest.param("maskrcnn", marks=pytest.mark.slow)])
+def test_detection_bench_keeps_the_same_number_of_boxes_on_both_sides(kind):
+    # With random weights a score threshold keeps an arbitrary number of boxes on each side (torchvision's
+    # Mask R-CNN pasted 100 masks per image where ours pasted a few, and looked 3x slower on an H200).
+    result = run_dense_case(DenseCase(task="detect", kind=kind, backbone="pvt_v2_b0", img_size=(64, 96),
+                                      repeats=1, warmup=0))
+    assert result["ours"]["detections_per_image"] == result["peer"]["detections_per_image"] == DETECTIONS_PER_IMAGE
+    assert f"{DETECTIONS_PER_IMAGE} boxes/img" in format_dense(result)
+
+
+def test_the_input_is_not_resized_by_either_detector():
+    from pvtv2.bench.dense import _models
+
+    ours, peer, _ = _models(DenseCase(task="detect", kind="fcos", backbone="pvt_v2_b0", img_size=(64, 96)))
+    for model in (ours, peer):
+        images, _ = model.transform([torch.rand(3, 64, 96)])
+        assert images.image_sizes == [(64, 96)]

@@ -58,9 +58,13 @@ def test_detectors_train_and_eval_steps(kind, name):
     total.backward()
     assert model.backbone.body.patch_embed1.proj.weight.grad.abs().sum() > 0  # gradients reach the backbone
     model.eval()
+    if kind == "retinanet":
+        model.score_thresh = 0.0  # every candidate passes: what is kept is max_per_img of the official config
     with torch.no_grad():
         out = model(images)
     assert len(out) == 2 and {"boxes", "labels", "scores"} <= set(out[0])
+    if kind == "retinanet":
+        assert [len(o["boxes"]) for o in out] == [100, 100]  # mmdet's max_per_img (torchvision keeps 300)
     if kind == "maskrcnn":
         assert out[1]["masks"].shape[-2:] == (112, 144)
 
@@ -267,6 +271,7 @@ def test_short_training_reaches_ap50(trained, shapes128):
     assert (out / "curves.png").exists() and (out / "last.pt").exists()
     model, info = load_detector(out / "best.safetensors")
     assert info["class_names"] == ["circle", "square", "triangle"] and info["cat_ids"] == [1, 2, 3]
+    assert model.detections_per_img == 100  # the official max_per_img, kept by the loaded model
 
 
 @pytest.mark.slow

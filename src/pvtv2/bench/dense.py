@@ -3,8 +3,11 @@
 Both models take the same input at the official test scale (:data:`TEST_SIZES`), run in one process,
 alternating after warm-up; the ratio is the peer's median over ours (> 1: we are faster). On CUDA each
 step's peak memory is what it adds over what was allocated before it, as in :mod:`.speed`. Weights are random (nothing
-is downloaded): RetinaNet-style heads start at a 0.01 prior, so both keep few boxes after the 0.05
-score threshold and post-processing costs the same small amount on both sides.
+is downloaded), so a score threshold would keep a different, arbitrary number of boxes on each side (Mask R-CNN
+pastes a mask per box: torchvision's random Mask R-CNN kept 100 boxes per image where ours kept a few, and looked
+3x slower). Both detectors therefore run with their score threshold at 0 and keep exactly
+:data:`DETECTIONS_PER_IMAGE` boxes per image, as a COCO evaluation does; the result records the count on each side. Both also take the input at its own size (their resize is a no-op), so
+a small ``img_size`` really measures a small image.
 """
 from __future__ import annotations
 
@@ -60,10 +63,11 @@ def _models(case: DenseCase) -> tuple[nn.Module, nn.Module, str]:
 
         from ..detection import create_detector
 
-        ours = create_detector(case.kind, case.backbone, num_classes=80)
+        size = dict(min_size=min(case.img_size), max_size=max(case.img_size))  # the input is at its test scale
+        ours = create_detector(case.kind, case.backbone, num_classes=80, **size)
         peer_name = DETECTION_PEERS[case.kind]
-        peer = getattr(tvd, peer_name)(weights=None, weights_backbone=None, num_classes=81)
-        return ours, peer, peer_name
+        peer = getattr(tvd, peer_name)(weights=None, weights_backbone=None, num_classes=81, **size)
+        return keep_every_detection(ours), keep_every_detection(peer), peer_name
     import torchvision.models.segmentation as tvs
 
     from ..segmentation import create_segmenter
@@ -71,6 +75,31 @@ def _models(case: DenseCase) -> tuple[nn.Module, nn.Module, str]:
     ours = create_segmenter(case.backbone, num_classes=150)
     peer = getattr(tvs, case.kind)(weights=None, weights_backbone=None, num_classes=150, aux_loss=False)
     return ours, peer, case.kind
+
+
+#: Boxes per image that both detectors keep in the benchmark (COCO's evaluation reads the best 100).
+DETECTIONS_PER_IMAGE = 100
+
+
+def keep_every_detection(model: nn.Module) -> nn.Module:
+    """Set every score threshold in ``model`` (torchvision's ``score_thresh`` on RetinaNet, FCOS and the RoI
+    heads) to 0 and the boxes kept to :data:`DETECTIONS_PER_IMAGE`, so that inference keeps that many boxes per
+    image whatever the weights."""
+    found = False
+    for module in model.modules():
+        if isinstance(getattr(module, "score_thresh", None), float):
+            module.score_thresh, found = 0.0, True
+            module.detections_per_img = DETECTIONS_PER_IMAGE
+    if not found:
+        raise ConfigError(f"{type(model).__name__} has no score_thresh to set: cannot fix its number of detections")
+    return model
+
+
+def _detections(out: Any) -> float | None:
+    """Mean boxes per image in a detector's output (None for a segmenter's)."""
+    if isinstance(out, list) and out and isinstance(out[0], dict) and "boxes" in out[0]:
+        return sum(len(o["boxes"]) for o in out) / len(out)
+    return None
 
 
 def _step(model: nn.Module, case: DenseCase, device: torch.device) -> Callable[[], Any]:
@@ -100,7 +129,8 @@ def _run_dense_case(case: DenseCase, device: torch.device, seed: int) -> dict[st
     torch.manual_seed(seed)
     ours, peer, peer_name = _models(case)
     steps = {"ours": _step(ours.to(device).eval(), case, device), "peer": _step(peer.to(device).eval(), case, device)}
-    for _ in range(case.warmup):
+    boxes = {name: _detections(step()) for name, step in steps.items()}  # also the first warm-up step
+    for _ in range(max(case.warmup - 1, 0)):
         for step in steps.values():
             step()
     times: dict[str, list[float]] = {"ours": [], "peer": []}
@@ -115,7 +145,8 @@ def _run_dense_case(case: DenseCase, device: torch.device, seed: int) -> dict[st
               "params": {"ours": sum(p.numel() for p in ours.parameters()),
                          "peer": sum(p.numel() for p in peer.parameters())}}
     for name in steps:
-        result[name] = {**_summary(times[name], case.batch_size), "peak_memory_mb": peak[name]}
+        result[name] = {**_summary(times[name], case.batch_size), "peak_memory_mb": peak[name],
+                        "detections_per_image": boxes[name]}
     result["ratio"] = result["peer"]["median_s"] / result["ours"]["median_s"]
     return result
 
@@ -126,6 +157,11 @@ def format_dense(result: dict[str, Any]) -> str:
     def mem(r):
         return "" if r.get("peak_memory_mb") is None else f" {r['peak_memory_mb']:.0f} MiB"
 
+    def boxes(r):
+        n = r.get("detections_per_image")
+        return "" if n is None else f" {n:.0f} boxes/img"
+
     return (f"{c['task']} {c['kind']} {c['backbone']} {c['batch_size']}x {c['img_size'][0]}x{c['img_size'][1]} "
-            f"{c['dtype']} on {c['device']}: ours {result['ours']['latency_ms']:.0f} ms{mem(result['ours'])}, "
-            f"{result['peer_name']} {result['peer']['latency_ms']:.0f} ms{mem(result['peer'])}, {result['ratio']:.2f}x")
+            f"{c['dtype']} on {c['device']}: ours {result['ours']['latency_ms']:.0f} ms{mem(result['ours'])}"
+            f"{boxes(result['ours'])}, {result['peer_name']} {result['peer']['latency_ms']:.0f} ms"
+            f"{mem(result['peer'])}{boxes(result['peer'])}, {result['ratio']:.2f}x")

@@ -59,6 +59,9 @@ MASK_KINDS = ("maskrcnn", "cascade_maskrcnn")
 NECKS = {"retinanet": (2, "p6p7"), "fasterrcnn": (1, "maxpool"), "maskrcnn": (1, "maxpool"),
          "fcos": (2, "p6p7_on_output_relu"), "atss": (2, "p6p7_on_output"), "gfl": (2, "p6p7_on_output"),
          "sparse_rcnn": (1, "none"), "cascade_maskrcnn": (1, "maxpool")}
+#: Test settings of the official configs where torchvision's defaults differ: mmdet's RetinaNet keeps
+#: ``max_per_img=100`` boxes per image (torchvision's 300).
+TEST_OVERRIDES = {"retinanet": {"detections_per_img": 100}}
 EXTRA_LEVELS = {"maxpool": [64], "p6p7": [64, 128], "p6p7_on_output": [64, 128], "p6p7_on_output_relu": [64, 128],
                 "p6p7_on_input": [64, 128], "none": []}
 
@@ -227,7 +230,7 @@ def create_detector(kind: str, backbone_name: str, num_classes: int, *, pretrain
         raise ValueError(f"num_classes must be at least 1 (object categories, without background), got {num_classes}")
     backbone = create_backbone(backbone_name, kind, pretrained_backbone=pretrained_backbone, drop_path_rate=drop_path_rate)
     model = use_float32_boxes(DETECTORS[kind](backbone, num_classes=num_classes + 1, min_size=min_size,
-                                              max_size=max_size, **kwargs))
+                                              max_size=max_size, **{**TEST_OVERRIDES.get(kind, {}), **kwargs}))
     model.kind, model.backbone_name, model.num_object_classes = kind, backbone_name, num_classes
     return model
 
@@ -259,7 +262,7 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
         arch = json.loads(f.metadata.get("arch", "{}"))  # absent in files of the torchvision kinds before it existed
         model = use_float32_boxes(DETECTORS[kind](_with_fpn(f.backbone, kind), num_classes=len(f.class_names) + 1,
                                                   min_size=tuple(f.json("min_size")), max_size=int(f.json("max_size")),
-                                                  **{**arch, **kwargs}))
+                                                  **{**TEST_OVERRIDES.get(kind, {}), **arch, **kwargs}))
         model.kind, model.num_object_classes = kind, len(f.class_names)
         return model
 
