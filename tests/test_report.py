@@ -28,7 +28,8 @@ def test_cuda_results_get_their_own_section(report, tmp_path):
                 "speedup_vs_timm": 5529.0 / 5388.0, "max_abs_diff": 3.1e-3}
     dense = {"case": {"task": "detect", "kind": "retinanet", "backbone": "pvt_v2_b2", "img_size": [800, 1216],
                       "batch_size": 4, "device": "cuda", "dtype": "tf32"}, "peer_name": "retinanet_resnet50_fpn",
-             "ours": {"latency_ms": 51.0, "peak_memory_mb": 1500.0}, "peer": {"latency_ms": 40.0, "peak_memory_mb": None},
+             "ours": {"latency_ms": 51.0, "peak_memory_mb": 1500.0, "detections_per_image": 100.0},
+             "peer": {"latency_ms": 40.0, "peak_memory_mb": None, "detections_per_image": 100.0},
              "ratio": 40.0 / 51.0}
     (tmp_path / "cuda_infer_b128_bf16.json").write_text(json.dumps([MACHINE, classify]))
     (tmp_path / "cuda_detect_b4.json").write_text(json.dumps([MACHINE, dense]))
@@ -40,7 +41,7 @@ def test_cuda_results_get_their_own_section(report, tmp_path):
     assert "CUDA tests (`pytest -m cuda tests/test_cuda.py`): 15 passed, 1 failed, 3 skipped." in text
     assert ("| pvt_v2_b2 | infer | 128 | bf16 | bf16 | 5529 | 5388 | **1.03x** | 3.1e-03 | 812 / 830 "
             "| `cuda_infer_b128_bf16.json` |") in text
-    assert ("| detect | retinanet pvt_v2_b2 | retinanet_resnet50_fpn | 4 | 800x1216 | tf32 | 51.0 | 40.0 | **0.78x** "
+    assert ("| detect | retinanet pvt_v2_b2 | retinanet_resnet50_fpn | 4 | 800x1216 | tf32 | 100 | 51.0 | 40.0 | **0.78x** "
             "| 1500 / n/a | `cuda_detect_b4.json` |") in text
     assert text.count("\n| pvt_v2_b2 |") == 1 and text.endswith("|\n\n")
 
