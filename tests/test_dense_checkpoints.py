@@ -5,6 +5,8 @@ The files are built here from the official configs' shapes (b0, few classes, ran
 with the official key names written out, not derived from our own renaming."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ from pvtv2.segmentation.model import load_segmenter
 B0_DIMS = (32, 64, 160, 256)
 
 
-def _official_backbone_and_fpn(scale: float, seed: int, *, laterals, fpn_inputs):
+def _official_backbone_and_fpn(scale: float, seed: int, *, laterals, fpn_inputs, model: str = "pvt_v2_b0"):
     """The part every whai362 dense checkpoint shares: a b0 backbone (``backbone.*``, random values)
     and an MMDetection/MMSegmentation FPN neck whose lateral convs take ``laterals`` channels and
     whose 3x3 output convs take ``fpn_inputs`` channels. Returns the state dict, the ``rand(*shape)``
@@ -26,7 +28,7 @@ def _official_backbone_and_fpn(scale: float, seed: int, *, laterals, fpn_inputs)
     def rand(*shape):
         return torch.randn(*shape, generator=g) * scale
 
-    backbone = create_model("pvt_v2_b0", features_only=True)
+    backbone = create_model(model, features_only=True)
     sd = {f"backbone.{k}": rand(*v.shape) if v.is_floating_point() else v for k, v in backbone.state_dict().items()}
     for i, c in enumerate(laterals):
         sd[f"neck.lateral_convs.{i}.conv.weight"] = rand(256, c, 1, 1)
@@ -133,12 +135,13 @@ def test_a_torch_file_that_is_no_published_segmenter_is_refused(tmp_path):
 
 
 # -- RetinaNet (whai362/PVT detection, MMDetection 2.x) ---------------------------------------
-def _mmdet_retinanet_state_dict(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def _mmdet_retinanet_state_dict(num_classes: int, seed: int = 0, model: str = "pvt_v2_b0",
+                                dims: tuple[int, ...] = B0_DIMS) -> dict[str, torch.Tensor]:
     """``retinanet_pvt_v2_b0_fpn_1x_coco.py``: FPN(in [32, 64, 160, 256], out 256, start_level=1,
     add_extra_convs='on_input', num_outs=5) + RetinaHead(stacked_convs=4, 9 anchors, sigmoid)."""
     # fpn_convs 3: P6 from C5 ('on_input'), 4: P7
-    sd, rand, _ = _official_backbone_and_fpn(0.03, seed, laterals=B0_DIMS[1:],
-                                             fpn_inputs=[256, 256, 256, B0_DIMS[-1], 256])
+    sd, rand, _ = _official_backbone_and_fpn(0.03, seed, laterals=dims[1:], fpn_inputs=[256, 256, 256, dims[-1], 256],
+                                             model=model)
     for branch in ("cls", "reg"):
         for i in range(4):
             sd[f"bbox_head.{branch}_convs.{i}.conv.weight"] = rand(256, 256, 3, 3)
@@ -376,3 +379,104 @@ def test_mmdet_roi_align_is_aligned_and_maps_levels_by_finest_scale_56():
         ref = roi_align(feats[str(level)], [boxes[row:row + 1]], 7, spatial_scale=1 / 4 / 2 ** level,
                         sampling_ratio=0, aligned=True)
         torch.testing.assert_close(out[row:row + 1], ref)
+
+
+# -- MMDetection's own PVT / PVTv2 backbone layout (mmdet's configs/pvt) ----------------------------
+def _pvt_convert(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MMDetection's ``pvt_convert`` (mmdet/models/backbones/pvt.py) on the ``backbone.*`` part, its rules
+    written out here: official -> ``layers.{stage}.{0 patch embed | 1 [pos embed] blocks | 2 norm}``."""
+    pos = "backbone.pos_embed1" in sd
+    conv_ffn = any("dwconv" in k for k in sd)
+    out = {}
+    for k, v in sd.items():
+        if not k.startswith("backbone."):
+            out[k] = v
+            continue
+        k = k[len("backbone."):]
+        if m := re.match(r"^pos_embed(\d)$", k):
+            s = int(m[1])
+            out[f"layers.{s - 1}.1.0.pos_embed"] = v[:, 1:] if s == 4 and v.shape[1] == 50 else v
+        elif m := re.match(r"^patch_embed(\d)\.(.*)$", k):
+            out[f"layers.{int(m[1]) - 1}.0.{m[2].replace('proj.', 'projection.')}"] = v
+        elif m := re.match(r"^block(\d)\.(\d+)\.(.*)$", k):
+            head, name = f"layers.{int(m[1]) - 1}.1.{int(m[2]) + pos}", m[3]
+            if name.startswith("attn.q."):
+                out[f"{head}.attn.attn.in_proj_{name.split('.')[-1]}"] = torch.cat([v, sd["backbone." + k.replace("q.", "kv.")]])
+            elif name.startswith("attn.kv."):
+                continue
+            elif name.startswith("attn.proj."):
+                out[f"{head}.attn.attn.out_proj.{name.split('.')[-1]}"] = v
+            elif name.startswith("mlp."):
+                layer = {"fc1": "0", "dwconv": "1", "fc2": "4" if conv_ffn else "3"}[name.split(".")[1]]
+                v = v.reshape(*v.shape, 1, 1) if name in ("mlp.fc1.weight", "mlp.fc2.weight") else v
+                out[f"{head}.ffn.layers.{layer}.{name.split('.')[-1]}"] = v
+            else:
+                out[f"{head}.{name}"] = v
+        elif m := re.match(r"^norm(\d)\.(.*)$", k):
+            out[f"layers.{int(m[1]) - 1}.2.{m[2]}"] = v
+        else:
+            raise AssertionError(k)
+    return {(f"backbone.{k}" if k.startswith("layers.") else k): v for k, v in out.items()}
+
+
+def _mmdet_block_reference(x, hw, sd, prefix, heads, sr, conv_ffn):
+    """mmdet's ``PVTEncoderLayer`` with the file's tensors: LayerNorms with eps 1e-6, SRA through
+    ``nn.MultiheadAttention`` (q from x, k/v from the reduced map), MixFFN as 1x1 / 3x3 convolutions."""
+    c = x.shape[-1]
+    t = lambda name: sd[f"{prefix}.{name}"]  # noqa: E731
+    q = F.layer_norm(x, (c,), t("norm1.weight"), t("norm1.bias"), eps=1e-6)
+    kv = q
+    if sr > 1:
+        m = F.conv2d(q.transpose(1, 2).reshape(1, c, *hw), t("attn.sr.weight"), t("attn.sr.bias"), stride=sr)
+        kv = F.layer_norm(m.flatten(2).transpose(1, 2), (c,), t("attn.norm.weight"), t("attn.norm.bias"), eps=1e-6)
+    mha = torch.nn.MultiheadAttention(c, heads, batch_first=True)
+    mha.load_state_dict({"in_proj_weight": t("attn.attn.in_proj_weight"), "in_proj_bias": t("attn.attn.in_proj_bias"),
+                         "out_proj.weight": t("attn.attn.out_proj.weight"), "out_proj.bias": t("attn.attn.out_proj.bias")})
+    x = x + mha(q, kv, kv, need_weights=False)[0]
+    h = F.layer_norm(x, (c,), t("norm2.weight"), t("norm2.bias"), eps=1e-6).transpose(1, 2).reshape(1, c, *hw)
+    h = F.conv2d(h, t("ffn.layers.0.weight"), t("ffn.layers.0.bias"))
+    if conv_ffn:
+        h = F.conv2d(h, t("ffn.layers.1.weight"), t("ffn.layers.1.bias"), padding=1, groups=h.shape[1])
+    fc2 = "4" if conv_ffn else "3"
+    h = F.conv2d(F.gelu(h), t(f"ffn.layers.{fc2}.weight"), t(f"ffn.layers.{fc2}.bias"))
+    return x + h.flatten(2).transpose(1, 2)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("model, dims, heads", [("pvt_v2_b0", B0_DIMS, 1), ("pvt_tiny", (64, 128, 320, 512), 1)])
+def test_mmdet_own_backbone_layout_loads_as_mmdetection_computes_it(tmp_path, model, dims, heads):
+    from pvtv2.detection.model import load_detector
+
+    official = _mmdet_retinanet_state_dict(num_classes=2, model=model, dims=dims)
+    mmdet = _pvt_convert(official)
+    assert any(k.startswith("backbone.layers.0.1.") for k in mmdet) and not any(k.startswith("backbone.block") for k in mmdet)
+    for name, sd in (("official", official), ("mmdet", mmdet)):
+        torch.save({"state_dict": sd, "meta": {"dataset_meta": {"classes": ("a", "b")}}}, tmp_path / f"{name}.pth")
+    ours_official, _ = load_detector(tmp_path / "official.pth")
+    ours_mmdet, info = load_detector(tmp_path / "mmdet.pth")  # every tensor used, or a CheckpointError
+    assert info["class_names"] == ["a", "b"]  # MMDetection 3.x keeps them in meta["dataset_meta"]
+    body = ours_mmdet.backbone.body
+    assert {m.eps for m in body.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-6}  # mmdet's norm_cfg
+    # One block as mmdet computes it, from the mmdet-layout tensors, equals ours with the renamed ones.
+    x = torch.randn(1, 64, dims[0], generator=torch.Generator().manual_seed(3))
+    ref = _mmdet_block_reference(x, (8, 8), mmdet, "backbone.layers.0.1." + ("1" if model == "pvt_tiny" else "0"),
+                                 heads, 8, conv_ffn=model != "pvt_tiny")
+    torch.testing.assert_close(body.block1[0](x, 8, 8), ref, rtol=1e-4, atol=1e-5)
+    # The whole detector: the same as the one loaded from the official layout, but for the eps of the
+    # patch-embedding and reduction norms (1e-5 in the official code).
+    image = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(4))
+    for a, b in zip(ours_mmdet.backbone(image).values(), ours_official.backbone(image).values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("key, name", [
+    ("bbox_head.atss_cls.weight", "ATSS"), ("bbox_head.gfl_cls.weight", "GFL"),
+    ("roi_head.bbox_head.0.fc_cls.weight", "Cascade (Mask) R-CNN"), ("rpn_head.init_proposal_bboxes.weight", "Sparse R-CNN"),
+    ("roi_head.bbox_head.fc_cls.weight", "Faster R-CNN")])
+def test_published_detectors_of_other_kinds_are_named_and_refused(tmp_path, key, name):
+    from pvtv2.detection.model import load_detector
+
+    path = tmp_path / "det.pth"
+    torch.save({"state_dict": {"backbone.patch_embed1.proj.weight": torch.zeros(32, 3, 7, 7), key: torch.zeros(4, 4)}}, path)
+    with pytest.raises(CheckpointError, match=rf"det\.pth: a published MMDetection {re.escape(name)} checkpoint .*not this kind yet"):
+        load_detector(path)

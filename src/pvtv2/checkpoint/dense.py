@@ -14,6 +14,11 @@
   rpn_cls/rpn_reg``, ``roi_head.bbox_head.shared_fcs.{0,1}/fc_cls/fc_reg`` and
   ``roi_head.mask_head.convs.{i}.conv/upsample/conv_logits``.
 
+The backbone may also be in MMDetection's own layout (``backbone.layers.{i}.*``: mmdet's
+``PyramidVisionTransformer(V2)`` classes, which its ``pvt_convert`` fills from the official files and
+in which MMDetection's own ``configs/pvt`` RetinaNets are published): :func:`mmdet_backbone_to_official`
+renames it back, and the backbone is built with LayerNorm eps 1e-6 everywhere, as mmdet's is.
+
 The task packages build the models; this module only reads, sniffs and renames, and
 :func:`load_strict` refuses a file that does not fit key for key.
 """
@@ -43,10 +48,14 @@ class DenseCheckpoint:
     format: str
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
+    backbone_layout: str = "official"  # or "mmdet": read from backbone.layers.* (renamed in state_dict)
 
     def class_names(self, num_classes: int) -> list[str]:
-        """``meta["CLASSES"]`` when it has one name per class, else the class indices."""
+        """``meta["CLASSES"]`` (MMDetection 2.x) or ``meta["dataset_meta"]["classes"]`` (3.x) when it
+        has one name per class, else the class indices."""
         names = self.meta.get("CLASSES")
+        if names is None and isinstance(self.meta.get("dataset_meta"), Mapping):
+            names = self.meta["dataset_meta"].get("classes")
         if isinstance(names, (list, tuple)) and len(names) == num_classes and all(isinstance(n, str) for n in names):
             return list(names)
         return [str(i) for i in range(num_classes)]
@@ -58,8 +67,21 @@ def is_torch_file(path: str | os.PathLike) -> bool:
         return fh.read(2) in (b"PK", b"\x80\x02") or Path(path).suffix in (".pth", ".pt")
 
 
+#: Published MMDetection detectors that are recognised but not loaded: (key prefix, name).
+_NOT_LOADED = [("rpn_head.init_proposal_bboxes", "Sparse R-CNN"), ("roi_head.bbox_head.0.", "Cascade (Mask) R-CNN"),
+               ("bbox_head.atss_cls.", "ATSS"), ("bbox_head.gfl_cls.", "GFL")]
+
+
 def detect_dense_format(sd: Mapping[str, torch.Tensor]) -> str | None:
-    """``"mmseg-fpn"``, ``"mmdet-retinanet"``, ``"mmdet-maskrcnn"`` from the keys, else ``None``."""
+    """``"mmseg-fpn"``, ``"mmdet-retinanet"``, ``"mmdet-maskrcnn"`` from the keys, else ``None``;
+    a CheckpointError for a published detector of another kind."""
+    for prefix, name in _NOT_LOADED:
+        if any(k.startswith(prefix) for k in sd):
+            raise CheckpointError(f"a published MMDetection {name} checkpoint ({prefix}* keys): pvtv2 loads the published "
+                                  f"RetinaNet, Mask R-CNN and Semantic FPN files, not this kind yet")
+    if any(k.startswith("roi_head.") for k in sd) and not any(k.startswith("roi_head.mask_head.") for k in sd):
+        raise CheckpointError("a published MMDetection Faster R-CNN checkpoint (roi_head.* without a mask head): pvtv2 "
+                              "loads the published RetinaNet, Mask R-CNN and Semantic FPN files, not this kind yet")
     if any(k.startswith("decode_head.scale_heads.") for k in sd):
         return "mmseg-fpn"
     if any(k.startswith("bbox_head.retina_cls.") for k in sd):
@@ -74,27 +96,81 @@ def read_dense_checkpoint(path: str | os.PathLike) -> DenseCheckpoint:
     obj, _ = _read_file(Path(path))
     meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
     sd = unwrap_state_dict(obj)
-    fmt = detect_dense_format(sd)
+    try:
+        fmt = detect_dense_format(sd)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     if fmt is None and any(re.match(r"^(patch_embed\d|block\d)\.", k) for k in sd):
         raise CheckpointError(f"{path}: a PVTv2 classifier/backbone checkpoint, not a detector or segmenter; "
                               f"it can serve as --pretrained backbone weights")
     if fmt is None:
         raise CheckpointError(f"{path}: neither a pvtv2 task file nor a published MMSegmentation Semantic FPN / "
                               f"MMDetection checkpoint; first keys: {describe_keys(sorted(sd))}")
-    return DenseCheckpoint(sd, fmt, str(path), dict(meta))
+    layout = "official"
+    if any(k.startswith("backbone.layers.") for k in sd):
+        rest = {k: v for k, v in sd.items() if not k.startswith("backbone.")}
+        sub = mmdet_backbone_to_official({k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")})
+        sd, layout = {**{f"backbone.{k}": v for k, v in sub.items()}, **rest}, "mmdet"
+    return DenseCheckpoint(sd, fmt, str(path), dict(meta), layout)
 
 
 def backbone_from_keys(ckpt: DenseCheckpoint) -> PyramidVisionTransformerV2:
-    """A fresh features-only PVTv2 with the architecture of the file's ``backbone.*`` tensors."""
+    """A fresh features-only PVTv2 (or PVTv1) with the architecture of the file's ``backbone.*`` tensors."""
     sub = {k[len("backbone."):]: v for k, v in ckpt.state_dict.items() if k.startswith("backbone.")}
-    if any(k.startswith("layers.") for k in sub):
-        raise CheckpointError(f"{ckpt.source}: the backbone is in MMDetection's own PVTv2 layout (backbone.layers.*), "
-                              f"which is not supported yet; the whai362 releases use the official layout")
     config = infer_config(sub)
     if config is None:
-        raise CheckpointError(f"{ckpt.source}: the backbone.* tensors are not a PVTv2 in the official layout; "
-                              f"first keys: {describe_keys(sorted(sub))}")
-    return PyramidVisionTransformerV2(replace(config, num_classes=0))
+        raise CheckpointError(f"{ckpt.source}: the backbone.* tensors are not a PVTv2 or PVTv1 in the official or "
+                              f"MMDetection layout; first keys: {describe_keys(sorted(sub))}")
+    config = replace(config, num_classes=0, features_only=True)  # as create_backbone builds them for training
+    if ckpt.backbone_layout == "mmdet":  # mmdet builds every LayerNorm from one norm_cfg: LN, eps 1e-6
+        config = replace(config, embed_norm_eps=1e-6)
+    return PyramidVisionTransformerV2(config)
+
+
+def mmdet_backbone_to_official(sub: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MMDetection's own PVT / PVTv2 backbone keys -> the official (and our) layout: the inverse of
+    mmdet's ``pvt_convert``. Stage ``i`` is ``layers.{i}``: ``0`` the patch embedding (``projection``,
+    ``norm``), ``1`` the blocks (after the position embedding ``1.0.pos_embed`` when there is one),
+    ``2`` the stage norm (PVTv2). In a block, ``nn.MultiheadAttention`` holds q and kv stacked
+    (``attn.attn.in_proj_*``, q first) and ``attn.attn.out_proj``; the feed-forward's linear layers are
+    1x1 convolutions in ``ffn.layers`` (fc1 ``0``, depth-wise conv ``1``, fc2 ``4``; PVTv1: fc2 ``3``).
+    Stage 4's position embedding has no class-token row there; ours keeps that row (the features
+    never read it): it gets zeros. Keys that fit none of this are kept, to be reported as unused."""
+    pos = any(re.match(r"^layers\.\d+\.1\.0\.pos_embed$", k) for k in sub)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sub.items():
+        m = re.match(r"^layers\.(\d+)\.(.*)$", k)
+        if m is None:
+            out[k] = v
+            continue
+        stage, rest = int(m[1]) + 1, m[2]
+        if m2 := re.match(r"^0\.projection\.(.*)$", rest):
+            out[f"patch_embed{stage}.proj.{m2[1]}"] = v
+        elif m2 := re.match(r"^0\.norm\.(.*)$", rest):
+            out[f"patch_embed{stage}.norm.{m2[1]}"] = v
+        elif m2 := re.match(r"^2\.(weight|bias)$", rest):
+            out[f"norm{stage}.{m2[1]}"] = v
+        elif rest == "1.0.pos_embed" and pos:
+            out[f"pos_embed{stage}"] = torch.cat([torch.zeros_like(v[:, :1]), v], 1) if stage == 4 else v
+        elif m2 := re.match(r"^1\.(\d+)\.(.*)$", rest):
+            block, name = f"block{stage}.{int(m2[1]) - pos}", m2[2]
+            if m3 := re.match(r"^attn\.attn\.in_proj_(weight|bias)$", name):
+                dim = v.shape[0] // 3
+                out[f"{block}.attn.q.{m3[1]}"], out[f"{block}.attn.kv.{m3[1]}"] = v[:dim], v[dim:]
+            elif m3 := re.match(r"^attn\.attn\.out_proj\.(.*)$", name):
+                out[f"{block}.attn.proj.{m3[1]}"] = v
+            elif m3 := re.match(r"^ffn\.layers\.(\d+)\.(weight|bias)$", name):
+                conv_ffn = f"layers.{stage - 1}.1.{m2[1]}.ffn.layers.1.weight" in sub
+                layer = {"0": "fc1", "1": "dwconv.dwconv", "4" if conv_ffn else "3": "fc2"}.get(m3[1])
+                if layer is None:
+                    out[k] = v
+                    continue
+                out[f"{block}.mlp.{layer}.{m3[2]}"] = v.flatten(1) if layer != "dwconv.dwconv" and v.dim() == 4 else v
+            else:  # norm1, norm2, attn.sr, attn.norm: the same names
+                out[f"{block}.{name}"] = v
+        else:
+            out[k] = v
+    return out
 
 
 # -- key maps ---------------------------------------------------------------------------

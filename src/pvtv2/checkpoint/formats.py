@@ -425,9 +425,12 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> PVTv2Config | None:
         head = sd.get("head.weight")
     except (KeyError, IndexError):
         return None
-    pos = sd.get("pos_embed1")
+    pos, pos4 = sd.get("pos_embed1"), sd.get("pos_embed4")
+    # A features-only PVTv1 (the official detection backbone) has no class token but keeps its row
+    # in stage 4's position embedding: 7 x 7 + 1 rows.
+    cls_row = pos is not None and pos4 is not None and pos4.shape[1] == pos.shape[1] // 64 + 1
     switches = dict(patch_embed="overlap" if kernel == 7 else "plain", conv_ffn="block1.0.mlp.dwconv.dwconv.weight" in sd,
-                    pos_embed=pos is not None, cls_token="cls_token" in sd, stage_norms="norm1.weight" in sd)
+                    pos_embed=pos is not None, cls_token="cls_token" in sd or cls_row, stage_norms="norm1.weight" in sd)
     extra = {}
     if pos is not None:
         side = math.isqrt(int(pos.shape[1]))
