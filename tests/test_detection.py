@@ -35,8 +35,13 @@ def test_backbone_pyramid_feeds_fpn(name):
         assert list(feats) == keys and bb.strides == strides
         for f, s in zip(feats.values(), strides):
             assert f.shape == (1, 256, -(-256 // s), -(-320 // s))
-        if kind == "retinanet":  # P6 comes from C5 (the input), not from P5: mmdet's 'on_input'
-            assert bb.fpn.extra_blocks.p6.in_channels == dims[-1]
+        if kind == "retinanet":  # mmdet's 'on_input': P6 from C5 (also for b0, whose C5 is as wide as P5), P7 from P6
+            assert bb.fpn.extra_blocks.p6.in_channels == dims[-1]  # with no ReLU between them
+            x = torch.randn(1, 3, 256, 320)
+            with torch.no_grad():
+                feats, c5 = bb(x), bb.body.forward_features(x)[-1]
+                torch.testing.assert_close(feats["p6"], bb.fpn.extra_blocks.p6(c5))
+                torch.testing.assert_close(feats["p7"], bb.fpn.extra_blocks.p7(feats["p6"]))
 
 
 # torchvision's own detectors; FCOS, ATSS, GFL and Sparse R-CNN: tests/test_detection_kinds.py.
@@ -67,6 +72,28 @@ def test_detectors_train_and_eval_steps(kind, name):
         assert [len(o["boxes"]) for o in out] == [100, 100]  # mmdet's max_per_img (torchvision keeps 300)
     if kind == "maskrcnn":
         assert out[1]["masks"].shape[-2:] == (112, 144)
+
+
+def test_retinanet_files_record_their_neck_and_older_files_keep_theirs(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    from pvtv2.detection import save_detector
+    from pvtv2.detection.model import P6P7OnInput
+
+    model = create_detector("retinanet", "pvt_v2_b0", 2, min_size=64, max_size=64).eval()
+    path = save_detector(model, tmp_path / "det.safetensors", class_names=["a", "b"])
+    loaded, _ = load_detector(path)
+    assert isinstance(loaded.backbone.fpn.extra_blocks, P6P7OnInput)
+    with safe_open(path, "pt") as f:  # a file from before the neck was recorded: torchvision's LastLevelP6P7
+        meta = {k: v for k, v in f.metadata().items() if k != "neck"}
+    save_file(load_file(path), tmp_path / "old.safetensors", metadata=meta)
+    old, _ = load_detector(tmp_path / "old.safetensors")
+    assert isinstance(old.backbone.fpn.extra_blocks, LastLevelP6P7)
+    x = [torch.rand(3, 64, 64)]
+    with torch.no_grad():
+        assert not torch.equal(old.backbone(x[0][None])["p7"], loaded.backbone(x[0][None])["p7"])  # the ReLU, b0's P5
 
 
 def test_pretrained_backbone_and_errors(tmp_path):

@@ -56,9 +56,12 @@ MASK_KINDS = ("maskrcnn", "cascade_maskrcnn")
 
 #: The neck of each kind's official config (see the module docstring): the first PVTv2 stage
 #: the FPN reads (1-based) and how the levels above the last stage are made.
-NECKS = {"retinanet": (2, "p6p7"), "fasterrcnn": (1, "maxpool"), "maskrcnn": (1, "maxpool"),
+NECKS = {"retinanet": (2, "p6p7_on_input"), "fasterrcnn": (1, "maxpool"), "maskrcnn": (1, "maxpool"),
          "fcos": (2, "p6p7_on_output_relu"), "atss": (2, "p6p7_on_output"), "gfl": (2, "p6p7_on_output"),
          "sparse_rcnn": (1, "none"), "cascade_maskrcnn": (1, "maxpool")}
+#: The neck of files saved before detector files recorded their neck: RetinaNet had
+#: torchvision's ``LastLevelP6P7`` (a ReLU before P7; b0's P6 read P5, not C5).
+LEGACY_NECKS = {"retinanet": (2, "p6p7")}
 #: Test settings of the official configs where torchvision's defaults differ: mmdet's RetinaNet keeps
 #: ``max_per_img=100`` boxes per image (torchvision's 300).
 TEST_OVERRIDES = {"retinanet": {"detections_per_img": 100}}
@@ -173,12 +176,12 @@ class PVTv2FPN(nn.Module):
                  extra: str = "maxpool"):
         super().__init__()
         self.body = body
-        self.first_stage = first_stage
+        self.first_stage, self.extra = first_stage, extra
         in_channels = list(body.embed_dims)[first_stage - 1:]
         if extra == "maxpool":
             extra_blocks = LastLevelMaxPool()
         elif extra == "p6p7":
-            extra_blocks = LastLevelP6P7(in_channels[-1], out_channels)  # from C5: mmdet's 'on_input'
+            extra_blocks = LastLevelP6P7(in_channels[-1], out_channels)  # older files (LEGACY_NECKS)
         elif extra == "p6p7_on_input":
             extra_blocks = P6P7OnInput(in_channels[-1], out_channels)
         elif extra in ("p6p7_on_output", "p6p7_on_output_relu"):
@@ -205,11 +208,12 @@ def create_backbone(backbone_name: str, kind: str, *, pretrained_backbone: Any =
     return _with_fpn(body, kind)
 
 
-def _with_fpn(body: PyramidVisionTransformerV2, kind: str) -> PVTv2FPN:
-    """The neck of the official configs for ``kind`` (see the module docstring)."""
+def _with_fpn(body: PyramidVisionTransformerV2, kind: str, neck: tuple[int, str] | None = None) -> PVTv2FPN:
+    """The neck of the official configs for ``kind`` (see the module docstring), or ``neck``
+    (``(first_stage, extra)``, as a saved file records it)."""
     if kind not in NECKS:
         raise ValueError(f"unknown detector kind {kind!r}; choose one of {', '.join(KINDS)}")
-    first_stage, extra = NECKS[kind]
+    first_stage, extra = neck or NECKS[kind]
     return PVTv2FPN(body, first_stage=first_stage, extra=extra)
 
 
@@ -243,7 +247,8 @@ def save_detector(model: nn.Module, path: str | os.PathLike, *, class_names: lis
     t = model.transform
     return save_task_file(model, path, task="detect", backbone=model.backbone.body, class_names=class_names,
                           extra=extra, kind=model.kind, min_size=json.dumps(list(t.min_size)), max_size=str(t.max_size),
-                          arch=json.dumps(getattr(model, "arch", {})))
+                          arch=json.dumps(getattr(model, "arch", {})),
+                          neck=json.dumps([model.backbone.first_stage, model.backbone.extra]))
 
 
 def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu", **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
@@ -260,7 +265,8 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
             raise CheckpointError(f"{f.path}: a {kind!r} detector, which this version of pvtv2 does not know "
                                   f"(it knows {', '.join(KINDS)}); upgrade pvtv2")
         arch = json.loads(f.metadata.get("arch", "{}"))  # absent in files of the torchvision kinds before it existed
-        model = use_float32_boxes(DETECTORS[kind](_with_fpn(f.backbone, kind), num_classes=len(f.class_names) + 1,
+        neck = tuple(json.loads(f.metadata["neck"])) if "neck" in f.metadata else LEGACY_NECKS.get(kind)
+        model = use_float32_boxes(DETECTORS[kind](_with_fpn(f.backbone, kind, neck), num_classes=len(f.class_names) + 1,
                                                   min_size=tuple(f.json("min_size")), max_size=int(f.json("max_size")),
                                                   **{**TEST_OVERRIDES.get(kind, {}), **arch, **kwargs}))
         model.kind, model.num_object_classes = kind, len(f.class_names)
