@@ -25,6 +25,10 @@ def run(capsys, *argv):
     (["--kind", "retinanet"], "--kind: only with --task detect or segment"),
     (["--img-size", "64", "96"], "--img-size 64 96: the classification bench runs square images"),
     (["--task", "segment", "--img-size", "16"], "--img-size 16: must be at least 32"),
+    (["--compare", "onnxruntime", "--mode", "infer", "train"], "--compare onnxruntime: CPU inference only"),
+    (["--compare", "onnxruntime", "--dtype", "bf16"], "the exported model runs in float32"),
+    (["--task", "detect", "--compare", "onnxruntime"], "--compare onnxruntime: only with --task classify"),
+    (["--task", "segment", "--ceiling"], "--ceiling: only with --task classify"),
 ])
 def test_bench_flags_are_one_line_errors(capsys, argv, message):
     code, out, err = run(capsys, "bench", *argv)
@@ -102,3 +106,22 @@ def test_bench_grad_checkpointing_only_in_train_mode(capsys, mode):
     code, out, err = run(capsys, "bench", "--mode", *mode, "--grad-checkpointing")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert f"--grad-checkpointing: only with --mode train (it saves training memory), not --mode {' '.join(mode)}" in err
+
+
+@pytest.mark.slow  # exports the model to ONNX (about 5 s)
+def test_onnxruntime_peer_and_the_matmul_ceiling(capsys, tmp_path):
+    path = tmp_path / "ort.json"
+    code, out, err = run(capsys, "bench", "--model", "pvt_v2_b0", "--compare", "onnxruntime", "--ceiling", "--batch-size", 2,
+                         "--img-size", 64, "--repeats", 1, "--warmup", 0, "--json", path)
+    assert code == 0, err
+    machine, r = json.loads(path.read_text())
+    assert r["peer_name"] == "onnxruntime" and r["max_abs_diff"] < 1e-4  # our own export computes our numbers
+    assert r["speedup_vs_onnxruntime"] == pytest.approx(r["ours"]["images_per_second"] / r["onnxruntime"]["images_per_second"])
+    roof = r["ceiling_gflops"]
+    assert roof["ceiling"] == max(roof["torch_mm"], roof.get("onednn", 0)) > 0
+    from pvtv2.bench.flops import build_on_meta, count_flops
+
+    gmacs = count_flops(build_on_meta(lambda: pvtv2.create_model("pvt_v2_b0")), 64)["flops"] / 1e9
+    for side in ("ours", "onnxruntime"):
+        assert r[side]["fraction_of_ceiling"] == pytest.approx(2 * gmacs * r[side]["images_per_second"] / roof["ceiling"])
+    assert "matrix-product ceiling (fp32" in out and "of the" in out and "ours/onnxruntime" in out

@@ -399,7 +399,9 @@ def cmd_bench(args) -> int:
                                                  ("--grad-checkpointing", args.grad_checkpointing),
                                                  ("--channels-last", args.channels_last), ("--agreement", args.agreement),
                                                  ("--peer-eager-fp32", args.peer_eager_fp32),
-                                                 ("--compare none", args.compare == "none")) if used]
+                                                 ("--compare none", args.compare == "none"),
+                                                 ("--compare onnxruntime", args.compare == "onnxruntime"),
+                                                 ("--ceiling", args.ceiling)) if used]
         if only_classify:
             raise ConfigError(f"{', '.join(only_classify)}: only with --task classify (the dense bench runs inference "
                               f"against torchvision)")
@@ -420,8 +422,8 @@ def cmd_bench(args) -> int:
         img_size = args.img_size[0] if args.img_size else 224
         compare_speed(args.model, args.mode, batch_size=args.batch_size or 8, img_size=img_size, device=args.device,
                       dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
-                      compare=args.compare == "timm", peer_eager_fp32=args.peer_eager_fp32, agreement=args.agreement,
-                      grad_checkpointing=args.grad_checkpointing, repeats=args.repeats, warmup=args.warmup,
+                      compare=False if args.compare == "none" else args.compare, peer_eager_fp32=args.peer_eager_fp32, agreement=args.agreement,
+                      grad_checkpointing=args.grad_checkpointing, ceiling=args.ceiling, repeats=args.repeats, warmup=args.warmup,
                       threads=args.threads, json_path=args.json)
     return 0
 
@@ -652,7 +654,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default="cpu", **device)
-    p.add_argument("--compare", default="timm", choices=["timm", "none"], help="run timm's model with the same weights")
+    p.add_argument("--ceiling", action="store_true",
+                   help="inference on the CPU: also the achieved GFLOP/s as a fraction of the machine's "
+                        "matrix-product ceiling in that precision (measured first)")
+    p.add_argument("--compare", default="timm", choices=["timm", "onnxruntime", "none"],
+                   help="timm: timm's model with the same weights; onnxruntime: our own ONNX export run by ONNX Runtime "
+                        "(CPU inference, float32)")
     p.add_argument("--peer-eager-fp32", action="store_true", help="run the peer as plain eager fp32 (a fixed baseline)")
     p.add_argument("--agreement", action="store_true", help="top-1 agreement with the fp32 path on real photographs")
     p.add_argument("--grad-checkpointing", action="store_true", help="--mode train: also run our model with "

@@ -292,6 +292,17 @@ class PyramidVisionTransformerV2(nn.Module):
                             raise ValueError(f"{key} must be >= 0 (0 disables), got {value}")
                         setattr(m, key, value)
 
+    def set_onednn(self, enabled: bool | None = None) -> None:
+        """Where float32 CPU inference may use oneDNN's linear layers and fused depth-wise conv +
+        GELU (:mod:`pvtv2.layers.onednn`: same numbers to float rounding, about 1.5x faster on
+        AMD CPUs, where PyTorch's MKL matrix products run slowly): ``None`` (the default) on x86
+        CPUs, ``True`` on any CPU, ``False`` never. Training, GPUs and other precisions never use them."""
+        if enabled not in (None, True, False):
+            raise ValueError(f"enabled must be None, True or False, got {enabled!r}")
+        for m in self.modules():
+            if hasattr(m, "onednn"):
+                m.onednn = enabled
+
     def get_classifier(self) -> nn.Module:
         return self.head
 

@@ -23,35 +23,57 @@ def _write_results(json_path: str | Path, device: str, results: list[dict[str, A
 
 def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, batch_size: int = 8, img_size: int = 224,
                   device: str = "cpu", dtype: str = "fp32", channels_last: bool = False, compile: bool = False,
-                  compare: bool = True, peer_eager_fp32: bool = False, agreement: bool = False,
-                  grad_checkpointing: bool = False, repeats: int = 10, warmup: int = 3, threads: int = 0, json_path: str | Path | None = None,
+                  compare: bool | str = True, peer_eager_fp32: bool = False, agreement: bool = False,
+                  grad_checkpointing: bool = False, ceiling: bool = False, repeats: int = 10, warmup: int = 3, threads: int = 0, json_path: str | Path | None = None,
                   log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Throughput, latency and memory of every (model, mode), ours against timm's with the same
-    weights (``compare``); the peer runs plain eager fp32 with ``peer_eager_fp32``, else in our
+    weights (``compare`` True or ``"timm"``) or against our own ONNX export run by ONNX Runtime
+    (``"onnxruntime"``: CPU inference); the peer runs plain eager fp32 with ``peer_eager_fp32``, else in our
     setting. ``agreement`` adds the top-1 agreement with fp32 on real photographs (inference);
-    ``grad_checkpointing`` (training only) our checkpointed model's speed and the memory it saves.
+    ``grad_checkpointing`` (training only) our checkpointed model's speed and the memory it saves;
+    ``ceiling`` (CPU) the achieved GFLOP/s as a fraction of the machine's matrix-product ceiling in
+    our precision (:func:`~pvtv2.bench.speed.matmul_ceiling`, measured once, before the cases).
     Each result is logged as it comes; ``json_path`` also gets them all, after the machine's
     description. An unknown or absent device (``cuda:1`` on a one-GPU machine) is a
     :class:`~pvtv2.errors.ConfigError`."""
-    from .speed import Case, Setting, format_result, run_case, top1_agreement
+    from ..errors import ConfigError
+    from .speed import Case, Setting, add_ceiling, check_peer, format_result, matmul_ceiling, run_case, top1_agreement
 
     device = str(resolve_device(device))
     if threads:
         torch.set_num_threads(threads)
     ours = Setting(dtype, channels_last, compile)
     peer = Setting() if peer_eager_fp32 else Setting(dtype, channels_last, compile)
+    cases = [Case(model=name, batch_size=batch_size, img_size=img_size, mode=mode, device=device, ours=ours, peer=peer,
+                  repeats=repeats, warmup=warmup, grad_checkpointing=grad_checkpointing,
+                  peer_kind=compare if isinstance(compare, str) else "timm")
+             for name in models for mode in modes]
+    if compare:
+        for case in cases:  # every case checked before the first one runs
+            check_peer(case)
+    roof, gmacs = None, {}
+    if ceiling:
+        if torch.device(device).type != "cpu":
+            raise ConfigError(f"--ceiling: the CPU's matrix-product ceiling, not {device}'s")
+        from .flops import build_on_meta, count_flops
+        from ..factory import create_model
+
+        roof = matmul_ceiling("bf16" if dtype == "bf16" else "fp32")
+        log(f"matrix-product ceiling ({'bf16' if dtype == 'bf16' else 'fp32'}, {torch.get_num_threads()} threads): "
+            + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in roof.items()))
+        for name in models:
+            gmacs[name] = count_flops(build_on_meta(lambda n=name: create_model(n)), img_size)["flops"] / 1e9
     results = []
-    for name in models:
-        for mode in modes:
-            case = Case(model=name, batch_size=batch_size, img_size=img_size, mode=mode, device=device,
-                        ours=ours, peer=peer, repeats=repeats, warmup=warmup, grad_checkpointing=grad_checkpointing)
-            r = run_case(case, compare=compare)
-            line = format_result(r)
-            if agreement and mode == "infer":
-                r["top1_agreement_vs_fp32"] = top1_agreement(name, ours, img_size=img_size, device=device)
-                line += f" | top-1 agreement {r['top1_agreement_vs_fp32']:.1%}"
-            results.append(r)
-            log(line)
+    for case in cases:
+        r = run_case(case, compare=bool(compare))
+        if roof is not None and case.mode == "infer":
+            add_ceiling(r, roof, gmacs[case.model])
+        line = format_result(r)
+        if agreement and case.mode == "infer":
+            r["top1_agreement_vs_fp32"] = top1_agreement(case.model, ours, img_size=img_size, device=device)
+            line += f" | top-1 agreement {r['top1_agreement_vs_fp32']:.1%}"
+        results.append(r)
+        log(line)
     if json_path:
         _write_results(json_path, device, results, log)
     return results

@@ -62,6 +62,11 @@ class Case:
     repeats: int = 10
     warmup: int = 3
     grad_checkpointing: bool = False  # train: also run ours with blocks recomputed in backward
+    peer_kind: str = "timm"  # or "onnxruntime": our own ONNX export run by ONNX Runtime (CPU inference)
+
+
+#: The peers ``run_case`` can compare with.
+PEERS = ("timm", "onnxruntime")
 
 
 def machine_info(device: str) -> dict[str, Any]:
@@ -85,6 +90,45 @@ def timm_peer(ours: nn.Module, name: str) -> nn.Module:
     peer = timm.create_model(name, num_classes=ours.num_classes)
     peer.load_state_dict(ours_to_timm(ours.state_dict()))
     return peer
+
+
+class OnnxRuntimeModel(nn.Module):
+    """Our model exported to ONNX (:func:`pvtv2.export.export_onnx`: dynamic batch and size, checked
+    against PyTorch there) and run by ONNX Runtime's CPU provider with as many threads as torch
+    uses (ORT's graph optimisations all on), behind a module's interface: float32 tensors in and out."""
+
+    def __init__(self, ours: nn.Module, img_size: int):
+        super().__init__()
+        import tempfile
+
+        import onnxruntime as ort
+
+        from ..export import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(copy.deepcopy(ours).eval(), f"{tmp}/model.onnx", check_sizes=[(img_size, img_size)])
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.float().numpy()})[0])
+
+
+def check_peer(case: Case) -> None:
+    """Refuse a peer that cannot run ``case`` (a :class:`~pvtv2.errors.ConfigError`)."""
+    if case.peer_kind not in PEERS:
+        raise ConfigError(f"peer must be one of {', '.join(PEERS)}, got {case.peer_kind!r}")
+    if case.peer_kind == "onnxruntime":
+        if case.mode != "infer" or torch.device(case.device).type != "cpu":
+            raise ConfigError(f"--compare onnxruntime: CPU inference only (ONNX Runtime's CPU provider runs the "
+                              f"export), not {case.mode} on {case.device}")
+        if case.peer.label() != "fp32":
+            raise ConfigError(f"--compare onnxruntime: the exported model runs in float32 as exported; "
+                              f"use --peer-eager-fp32 with --dtype {case.peer.dtype} or other settings for ours")
 
 
 def _prepare(model: nn.Module, setting: Setting, device: torch.device) -> Callable:
@@ -226,6 +270,8 @@ def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, An
     if case.grad_checkpointing and case.mode != "train":
         raise ConfigError(f"grad_checkpointing: only in train mode (gradients are what it saves memory on), "
                           f"not {case.mode!r}")
+    if compare:
+        check_peer(case)
     device = torch.device(case.device)
     with on_device(device):
         return _run_case(case, device, compare, seed)
@@ -235,8 +281,10 @@ def _run_case(case: Case, device: torch.device, compare: bool, seed: int) -> dic
     torch.manual_seed(seed)
     ours_model = create_model(case.model)
     contestants = {"ours": (ours_model, case.ours)}
+    peer = case.peer_kind
     if compare:
-        contestants["timm"] = (timm_peer(ours_model, case.model), case.peer)
+        contestants[peer] = ((timm_peer(ours_model, case.model) if peer == "timm" else
+                              OnnxRuntimeModel(ours_model, case.img_size)), case.peer)
     x = torch.randn(case.batch_size, 3, case.img_size, case.img_size, generator=torch.Generator().manual_seed(seed)).to(device)
 
     # Outputs first: the comparison only means something if both compute the same thing.
@@ -271,17 +319,59 @@ def _run_case(case: Case, device: torch.device, compare: bool, seed: int) -> dic
         result[name]["page_faults_per_step"] = int(statistics.median(faults[name]))
         if name in peak:
             result[name]["peak_memory_mb"] = peak[name]
-        elif device.type == "cpu":
+        elif device.type == "cpu" and name != "onnxruntime":
             result[name]["peak_memory_mb"] = cpu_step_memory(case, name, seed)
     if compare:
-        result["speedup_vs_timm"] = result["ours"]["images_per_second"] / result["timm"]["images_per_second"]
-        result["max_abs_diff"] = (outputs["ours"] - outputs["timm"]).abs().max().item()
+        result["peer_name"] = peer
+        result[f"speedup_vs_{peer}"] = result["ours"]["images_per_second"] / result[peer]["images_per_second"]
+        result["max_abs_diff"] = (outputs["ours"] - outputs[peer]).abs().max().item()
     if case.grad_checkpointing:
         plain, saved = result["ours"]["peak_memory_mb"], result[CHECKPOINTED]["peak_memory_mb"]
         if plain is not None and saved is not None:
             result["memory_saved_mb"] = plain - saved
             result["memory_saved_pct"] = 100 * (plain - saved) / plain if plain > 0 else 0.0
     return result
+
+
+def matmul_ceiling(dtype: str = "fp32", *, size: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """The CPU's matrix-product ceiling in GFLOP/s at the current thread count: the median of
+    ``repeats`` ``size``-square products through ``torch.mm`` and through oneDNN
+    (``mkldnn::_linear_pointwise``), and the faster of the two as ``ceiling``. In float32 PyTorch's
+    ``torch.mm`` goes through MKL, which on AMD CPUs runs at half of what the machine does
+    (:mod:`pvtv2.layers.onednn`), so the ceiling is not ``torch.mm``'s alone. bf16: bfloat16 inputs."""
+    from ..layers import onednn
+
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=g).to(torch_dtype) for _ in range(2))
+    flop = 2 * size**3 / 1e9
+    kernels = {"torch_mm": lambda: torch.mm(a, b)}
+    if onednn.AVAILABLE:
+        kernels["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    out = {}
+    with torch.inference_mode():
+        for name, fn in kernels.items():
+            fn()
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            out[name] = flop / statistics.median(times)
+    out["ceiling"] = max(out.values())
+    return out
+
+
+def add_ceiling(result: dict[str, Any], ceiling: dict[str, float], gmacs_per_image: float) -> None:
+    """Our (and the peer's) achieved GFLOP/s (2 x multiply-adds per image x images/s) and their
+    fraction of ``ceiling["ceiling"]`` (:func:`matmul_ceiling`), into ``result``."""
+    result["ceiling_gflops"] = ceiling
+    result["gmacs_per_image"] = gmacs_per_image
+    for name in ("ours", result.get("peer_name")):
+        if name in result:
+            achieved = 2 * gmacs_per_image * result[name]["images_per_second"]
+            result[name]["gflops_per_second"] = achieved
+            result[name]["fraction_of_ceiling"] = achieved / ceiling["ceiling"]
 
 
 def real_images(size: int, count: int = 16) -> torch.Tensor:
@@ -333,9 +423,13 @@ def format_result(r: dict[str, Any]) -> str:
     c = r["case"]
     line = (f"{c['model']:13s} {c['mode']:5s} b{c['batch_size']:<4d} {c['img_size']}px  ours[{c['ours']}] "
             f"{r['ours']['images_per_second']:8.1f} img/s {r['ours']['latency_ms']:8.1f} ms{_mem(r['ours'])}")
-    if "timm" in r:
-        line += (f" | timm[{c['peer']}] {r['timm']['images_per_second']:8.1f} img/s{_mem(r['timm'])} | ours/timm "
-                 f"{r['speedup_vs_timm']:.2f}x | max|diff| {r['max_abs_diff']:.1e}")
+    peer = r.get("peer_name", "timm")
+    if peer in r:
+        line += (f" | {peer}[{c['peer']}] {r[peer]['images_per_second']:8.1f} img/s{_mem(r[peer])} | ours/{peer} "
+                 f"{r[f'speedup_vs_{peer}']:.2f}x | max|diff| {r['max_abs_diff']:.1e}")
+    if "fraction_of_ceiling" in r["ours"]:
+        line += (f" | {r['ours']['gflops_per_second']:.0f} GFLOP/s = {r['ours']['fraction_of_ceiling']:.0%} of the "
+                 f"{r['ceiling_gflops']['ceiling']:.0f} GFLOP/s ceiling")
     if CHECKPOINTED in r:
         line += f" | checkpointed {r[CHECKPOINTED]['images_per_second']:8.1f} img/s{_mem(r[CHECKPOINTED])}"
         if "memory_saved_mb" in r:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ffn import map_to_tokens, tokens_to_map
+from .onednn import Linear
 
 
 class SpatialReductionAttention(nn.Module):
@@ -42,10 +43,10 @@ class SpatialReductionAttention(nn.Module):
         # reference path (same numbers to float rounding).
         self.fused = True
 
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.q = Linear(dim, dim, bias=qkv_bias)
+        self.kv = Linear(dim, 2 * dim, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self._build_reduction(norm_eps)
 

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .onednn import Linear, depthwise_conv_gelu
+
 
 def tokens_to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """``(B, N, C)`` tokens -> ``(B, C, H, W)`` map without copying.
@@ -170,14 +172,15 @@ class ConvFFN(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, *, dwconv: bool = True, extra_relu: bool = False, drop: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = Linear(dim, hidden_dim)
         self.relu = nn.ReLU() if extra_relu else nn.Identity()
         self.dwconv = DepthwiseConv(hidden_dim) if dwconv else None
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
         self.banded: bool | None = None
         self.chunked: bool | None = None
+        self.onednn: bool | None = None  # the fused depth-wise conv + GELU (pvtv2.layers.onednn)
         self.band_bytes = self.BAND_BYTES
         self.band_min_factor = self.BAND_MIN_FACTOR
         self.chunk_min_bytes = self.CHUNK_MIN_BYTES
@@ -232,10 +235,11 @@ class ConvFFN(nn.Module):
         if path == "banded":
             return self._forward_banded(x, H, W)
         x = self.relu(self.fc1(x))
-        if self.dwconv is not None:
-            x = self.dwconv(x, H, W)
-        x = self.drop(self.act(x))
-        return self.drop(self.fc2(x))
+        if self.dwconv is not None:  # GELU(dwconv(x)), fused where oneDNN pays
+            x = map_to_tokens(depthwise_conv_gelu(tokens_to_map(x, H, W), self.dwconv.dwconv, self.onednn))
+        else:
+            x = self.act(x)
+        return self.drop(self.fc2(self.drop(x)))
 
     def _forward_banded(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         """The same computation, a band of rows at a time. The 3x3 depth-wise conv of a band
@@ -256,9 +260,9 @@ class ConvFFN(nn.Module):
             following = self.relu(self.fc1(grid[:, bottom:bottom + rows])) if i + 1 < len(starts) else None
             parts = ([above] if above is not None else []) + [current] + ([following[:, :1]] if following is not None else [])
             band = torch.cat(parts, dim=1) if len(parts) > 1 else current
-            h = self.dwconv.dwconv(band.permute(0, 3, 1, 2))                # channels-last view in, same out
+            h = depthwise_conv_gelu(band.permute(0, 3, 1, 2), self.dwconv.dwconv, self.onednn)  # channels-last in and out
             first = 0 if above is None else 1
             h = h[:, :, first:first + bottom - top].permute(0, 2, 3, 1)
-            out[:, top:bottom] = self.fc2(self.act(h))
+            out[:, top:bottom] = self.fc2(h)
             above, current = current[:, -1:], following
         return out.view(B, N, -1)

@@ -1,0 +1,72 @@
+"""oneDNN kernels for float32 inference on x86 CPUs (decided here, in one place).
+
+PyTorch runs a float32 ``nn.Linear`` on the CPU through MKL's sgemm. On AMD CPUs MKL takes a
+generic code path: on the 2-core AMD EPYC (AVX-512) these benchmarks run on, a
+``(6272 x 128) @ (128 x 1024)`` product ran at 109 GFLOP/s through ``F.linear`` and 252 through
+oneDNN's ``mkldnn::_linear_pointwise``, with the same error against a float64 product. That gap was most of what ONNX Runtime's own kernels
+(MLAS) had over our eager model. oneDNN also fuses the GELU into the depth-wise convolution
+before it (``mkldnn::_convolution_pointwise``), which saves one pass over the largest
+activation of every block.
+
+The kernels are taken only where they are known to pay and cannot change behaviour: eager
+float32 inference on an x86 CPU (no gradients wanted, no autocast, no tracing, scripting,
+compiling or exporting: those see the plain ops). Training, GPUs, other precisions and other
+CPUs keep PyTorch's own kernels. ``model.set_onednn(False)`` switches them off (``True``: also
+where this module would not choose them, on any CPU).
+"""
+from __future__ import annotations
+
+import platform
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Whether this build and machine have the kernels at all (x86 CPUs, PyTorch built with oneDNN).
+AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def _exporting() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return torch.onnx.is_in_onnx_export() or (is_exporting is not None and is_exporting())
+
+
+def onednn_pays(x: torch.Tensor, weight: torch.Tensor, setting: bool | None = None) -> bool:
+    """Whether the op on input ``x`` with ``weight`` runs through oneDNN: ``setting`` (a module's
+    ``onednn``) ``False`` never, else only in eager float32 CPU inference; ``None`` (the default) on
+    x86 CPUs only."""
+    if setting is False or not AVAILABLE:
+        return False
+    if not isinstance(x, torch.Tensor) or type(x) is not torch.Tensor or torch.jit.is_tracing() \
+            or torch.jit.is_scripting() or torch.compiler.is_compiling() or _exporting():
+        return False  # tensor subclasses (FakeTensor, FunctionalTensor...) are what tracers pass
+    return (
+        x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and (setting is True or _X86)
+    )
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, same state-dict keys) that computes float32 CPU inference
+    with oneDNN where :func:`onednn_pays`; ``onednn`` is the per-module setting."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self.onednn: bool | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if onednn_pays(x, self.weight, self.onednn):
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
+
+
+def depthwise_conv_gelu(x: torch.Tensor, conv: nn.Conv2d, setting: bool | None = None) -> torch.Tensor:
+    """``GELU(conv(x))`` for the feed-forward's 3x3 depth-wise ``conv`` on a ``(B, C, H, W)`` map,
+    fused by oneDNN where :func:`onednn_pays` and ``conv`` has no hooks (which must see it run)."""
+    if onednn_pays(x, conv.weight, setting) and not (conv._forward_hooks or conv._forward_pre_hooks):
+        return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
+                                                       list(conv.dilation), conv.groups, "gelu", [], "none")
+    return F.gelu(conv(x))
