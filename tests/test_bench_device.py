@@ -29,6 +29,8 @@ def run(capsys, *argv):
     (["--compare", "onnxruntime", "--dtype", "bf16"], "the exported model runs in float32"),
     (["--task", "detect", "--compare", "onnxruntime"], "--compare onnxruntime: only with --task classify"),
     (["--task", "segment", "--ceiling"], "--ceiling: only with --task classify"),
+    (["--dtype", "bf16-weights", "--mode", "train"], "--dtype bf16-weights: inference only"),
+    (["--task", "detect", "--dtype", "bf16-weights"], "--dtype bf16-weights: only with --task classify"),
 ])
 def test_bench_flags_are_one_line_errors(capsys, argv, message):
     code, out, err = run(capsys, "bench", *argv)

@@ -401,7 +401,8 @@ def cmd_bench(args) -> int:
                                                  ("--peer-eager-fp32", args.peer_eager_fp32),
                                                  ("--compare none", args.compare == "none"),
                                                  ("--compare onnxruntime", args.compare == "onnxruntime"),
-                                                 ("--ceiling", args.ceiling)) if used]
+                                                 ("--ceiling", args.ceiling),
+                                                 ("--dtype bf16-weights", args.dtype == "bf16-weights")) if used]
         if only_classify:
             raise ConfigError(f"{', '.join(only_classify)}: only with --task classify (the dense bench runs inference "
                               f"against torchvision)")
@@ -648,9 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, nargs="+", default=None, metavar="H [W]", check=_sides((1, 2)), **checked,
                    help="input side (default 224; detect 800 1216, segment 512: the test scales)")
     p.add_argument("--mode", nargs="+", default=["infer"], choices=["infer", "train"])
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "tf32", "bf16", "fp16", "bf16-weights"],
                    help="fp32: full float32; tf32: CUDA's TF32 tensor cores for float32 products (the CPU: as fp32); "
-                        "bf16 / fp16: autocast")
+                        "bf16 / fp16: autocast; bf16-weights: the model cast to bfloat16 (inference; on the CPU "
+                        "with oneDNN's fused kernels)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default="cpu", **device)

@@ -37,7 +37,7 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
     description. An unknown or absent device (``cuda:1`` on a one-GPU machine) is a
     :class:`~pvtv2.errors.ConfigError`."""
     from ..errors import ConfigError
-    from .speed import Case, Setting, add_ceiling, check_peer, format_result, matmul_ceiling, run_case, top1_agreement
+    from .speed import Case, Setting, add_ceiling, check_case, format_result, matmul_ceiling, run_case, top1_agreement
 
     device = str(resolve_device(device))
     if threads:
@@ -48,9 +48,8 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
                   repeats=repeats, warmup=warmup, grad_checkpointing=grad_checkpointing,
                   peer_kind=compare if isinstance(compare, str) else "timm")
              for name in models for mode in modes]
-    if compare:
-        for case in cases:  # every case checked before the first one runs
-            check_peer(case)
+    for case in cases:  # every case checked before the first one runs
+        check_case(case, bool(compare))
     roof, gmacs = None, {}
     if ceiling:
         if torch.device(device).type != "cpu":
@@ -58,8 +57,9 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
         from .flops import build_on_meta, count_flops
         from ..factory import create_model
 
-        roof = matmul_ceiling("bf16" if dtype == "bf16" else "fp32")
-        log(f"matrix-product ceiling ({'bf16' if dtype == 'bf16' else 'fp32'}, {torch.get_num_threads()} threads): "
+        precision = "bf16" if dtype.startswith("bf16") else "fp32"
+        roof = matmul_ceiling(precision)
+        log(f"matrix-product ceiling ({precision}, {torch.get_num_threads()} threads): "
             + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in roof.items()))
         for name in models:
             gmacs[name] = count_flops(build_on_meta(lambda n=name: create_model(n)), img_size)["flops"] / 1e9

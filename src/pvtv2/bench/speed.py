@@ -35,7 +35,10 @@ from ..factory import create_model
 
 #: Precisions: the autocast dtype (None: none). "fp32" is full float32; "tf32" runs float32 matrix
 #: products and convolutions on CUDA's TF32 tensor cores (as the training commands do by default).
-DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "bf16-weights": None}
+#: Precisions in which the model itself is cast (weights held in that dtype, inputs cast, no autocast):
+#: inference only. On the CPU, bf16-weights also takes oneDNN's fused kernels (pvtv2.layers.onednn).
+CAST = {"bf16-weights": torch.bfloat16}
 
 
 @dataclass
@@ -118,8 +121,17 @@ class OnnxRuntimeModel(nn.Module):
         return torch.from_numpy(self.session.run(None, {self.input_name: x.float().numpy()})[0])
 
 
-def check_peer(case: Case) -> None:
-    """Refuse a peer that cannot run ``case`` (a :class:`~pvtv2.errors.ConfigError`)."""
+def check_case(case: Case, compare: bool = True) -> None:
+    """Refuse a case that cannot run, or a peer (``compare``) that cannot run it (a
+    :class:`~pvtv2.errors.ConfigError`), before anything is measured."""
+    if case.mode != "infer" and (case.ours.dtype in CAST or case.peer.dtype in CAST):
+        raise ConfigError(f"--dtype {case.ours.dtype}: inference only (training keeps float32 master weights: "
+                          f"use --dtype bf16, autocast)")
+    if case.grad_checkpointing and case.mode != "train":
+        raise ConfigError(f"grad_checkpointing: only in train mode (gradients are what it saves memory on), "
+                          f"not {case.mode!r}")
+    if not compare:
+        return
     if case.peer_kind not in PEERS:
         raise ConfigError(f"peer must be one of {', '.join(PEERS)}, got {case.peer_kind!r}")
     if case.peer_kind == "onnxruntime":
@@ -131,8 +143,14 @@ def check_peer(case: Case) -> None:
                               f"use --peer-eager-fp32 with --dtype {case.peer.dtype} or other settings for ours")
 
 
+def _cast(model: nn.Module, x: torch.Tensor, setting: Setting) -> tuple[nn.Module, torch.Tensor]:
+    """``model`` (cast in place) and ``x`` in the setting's cast dtype (:data:`CAST`), else as they are."""
+    dtype = CAST.get(setting.dtype)
+    return (model, x) if dtype is None else (model.to(dtype), x.to(dtype))
+
+
 def _prepare(model: nn.Module, setting: Setting, device: torch.device) -> Callable:
-    model = model.to(device)
+    model = _cast(model, torch.empty(0), setting)[0].to(device)
     if setting.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if setting.compile:
@@ -156,6 +174,7 @@ def float32_mode(device: torch.device, dtype: str):
 def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, device: torch.device) -> Callable[[], Any]:
     if setting.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    x = _cast(model, x, setting)[1]
     if mode == "infer":
         model.eval()
 
@@ -267,11 +286,7 @@ def run_case(case: Case, *, compare: bool = True, seed: int = 0) -> dict[str, An
     """Measure one case; returns our numbers, the peer's, their ratio and an output check; with
     ``case.grad_checkpointing`` (training only) also our checkpointed model's numbers and the peak
     memory it saves (``memory_saved_mb``, ``memory_saved_pct`` of our plain step's)."""
-    if case.grad_checkpointing and case.mode != "train":
-        raise ConfigError(f"grad_checkpointing: only in train mode (gradients are what it saves memory on), "
-                          f"not {case.mode!r}")
-    if compare:
-        check_peer(case)
+    check_case(case, compare)
     device = torch.device(case.device)
     with on_device(device):
         return _run_case(case, device, compare, seed)
@@ -290,9 +305,9 @@ def _run_case(case: Case, device: torch.device, compare: bool, seed: int) -> dic
     # Outputs first: the comparison only means something if both compute the same thing.
     outputs = {}
     for name, (model, setting) in contestants.items():
-        model.to(device).eval()
+        model, x_in = _cast(model.to(device).eval(), x, setting)
         with float32_mode(device, setting.dtype), torch.inference_mode(), _autocast(device, setting.dtype):
-            outputs[name] = model(x).float()
+            outputs[name] = model(x_in).float()
     if case.grad_checkpointing:  # a copy: the plain model keeps running beside it
         checkpointed = copy.deepcopy(ours_model)
         checkpointed.set_grad_checkpointing(True)
@@ -406,6 +421,7 @@ def top1_agreement(model_name: str, setting: Setting, *, img_size: int = 224, de
             reference = model(x).argmax(1)
         fast = _prepare(model, setting, dev)
         xs = x.contiguous(memory_format=torch.channels_last) if setting.channels_last else x
+        xs = _cast(fast, xs, setting)[1]
         with float32_mode(dev, setting.dtype), _autocast(dev, setting.dtype):
             got = fast(xs).float().argmax(1)
     return (got == reference).float().mean().item()

@@ -27,6 +27,10 @@ AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
+#: float32, and bfloat16 for a model cast with ``model.to(torch.bfloat16)`` (weights held in bf16).
+_DTYPES = (torch.float32, torch.bfloat16)
+
+
 def _exporting() -> bool:
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return torch.onnx.is_in_onnx_export() or (is_exporting is not None and is_exporting())
@@ -34,15 +38,15 @@ def _exporting() -> bool:
 
 def onednn_pays(x: torch.Tensor, weight: torch.Tensor, setting: bool | None = None) -> bool:
     """Whether the op on input ``x`` with ``weight`` runs through oneDNN: ``setting`` (a module's
-    ``onednn``) ``False`` never, else only in eager float32 CPU inference; ``None`` (the default) on
-    x86 CPUs only."""
+    ``onednn``) ``False`` never, else only in eager CPU inference in float32 or in bfloat16 with bf16
+    weights (no autocast); ``None`` (the default) on x86 CPUs only."""
     if setting is False or not AVAILABLE:
         return False
     if not isinstance(x, torch.Tensor) or type(x) is not torch.Tensor or torch.jit.is_tracing() \
             or torch.jit.is_scripting() or torch.compiler.is_compiling() or _exporting():
         return False  # tensor subclasses (FakeTensor, FunctionalTensor...) are what tracers pass
     return (
-        x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+        x.device.type == "cpu" and x.dtype in _DTYPES and weight.dtype == x.dtype
         and not torch.is_autocast_enabled("cpu")
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and (setting is True or _X86)
