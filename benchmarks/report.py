@@ -157,6 +157,42 @@ def complexity_section() -> str:
     return "\n".join(out)
 
 
+CPU_PEERS = {  # result file -> (title, command): issue 19's comparisons against ONNX Runtime and the ceiling
+    "ort_fp32_b8": ("Eager float32 inference against ONNX Runtime running our own export, batch 8",
+                    "pvtv2 bench --model pvt_v2_b0 pvt_v2_b2 --batch-size 8 --repeats 10 --compare onnxruntime --ceiling"),
+    "ort_bf16w_b2_b8": ("bf16 inference (model cast to bfloat16) against ONNX Runtime's float32, b2, batch 8",
+                        "pvtv2 bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16-weights "
+                        "--peer-eager-fp32 --compare onnxruntime --ceiling --agreement"),
+}
+
+
+def cpu_peers_section() -> str:
+    """Ours against ONNX Runtime with the fraction of the machine's matrix-product ceiling (issue 19)."""
+    out = []
+    for name, (title, cmd) in CPU_PEERS.items():
+        data = _load(name)
+        if not data:
+            continue
+        rows = data[1:]
+        roof = rows[0].get("ceiling_gflops", {})
+        out += [f"### {title}", "", f"`{cmd} --json results/{name}.json`", "",
+                f"Matrix-product ceiling at {data[0]['machine'].get('threads', '?')} threads "
+                f"({'bf16' if 'bf16' in name else 'fp32'}, 2048-square): " +
+                ", ".join(f"{k.replace('_', '.')} {v:.0f}" for k, v in roof.items()) + " GFLOP/s.", "",
+                "| model | ours | ours img/s | ours GFLOP/s (of ceiling) | ONNX Runtime img/s | ORT GFLOP/s (of ceiling) "
+                "| ours/ORT | max abs diff | top-1 agreement |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            o, p = r["ours"], r["onnxruntime"]
+            agree = r.get("top1_agreement_vs_fp32")
+            out.append(f"| {r['case']['model']} | {r['case']['ours']} | {o['images_per_second']:.1f} | "
+                       f"{o['gflops_per_second']:.0f} ({o['fraction_of_ceiling']:.0%}) | {p['images_per_second']:.1f} | "
+                       f"{p['gflops_per_second']:.0f} ({p['fraction_of_ceiling']:.0%}) | "
+                       f"**{r['speedup_vs_onnxruntime']:.2f}x** | {r['max_abs_diff']:.1e} | "
+                       f"{'' if agree is None else f'{agree:.0%} of 16 photos'} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def targets_section(speed: dict, scaling: dict) -> str:
     lines = []
 
@@ -322,6 +358,16 @@ post-processing). torchvision's RetinaNet keeps a background logit per anchor (8
 ## Speed against timm on this CPU
 
 {speed_md}
+## Against ONNX Runtime and the machine's ceiling (issue 19)
+
+Our own ONNX export (`pvtv2 export`, checked against PyTorch) run by ONNX Runtime's CPU provider with as many
+threads as torch, alternating with our eager model in one process. GFLOP/s = 2 x the model's multiply-adds
+(`pvtv2 flops`) x images/s; the ceiling is the faster of `torch.mm` and oneDNN on a 2048-square product in
+that precision (on this AMD CPU PyTorch's float32 `torch.mm` runs through MKL at about half of what oneDNN
+reaches: that gap is why float32 inference routes the linear layers through oneDNN,
+`pvtv2.layers.onednn`).
+
+{cpu_peers_section()}
 {cuda}## Complexity study: time and memory against resolution
 
 `pvtv2 bench --scaling --reference --out results/scaling --budget-gmacs 1400 --repeats 3`
@@ -336,9 +382,11 @@ post-processing). torchvision's RetinaNet keeps a background logit per anchor (8
 
 {targets_section(speed, scaling)}
 
-Where the differences come from. Both implementations call the same oneDNN kernels (the GEMMs of
-the linear layers, the convolutions, the fused attention kernel). What differs is memory traffic and
-allocation. The convolutional feed-forward's hidden activations are 4-8x wider than the tokens: 51 MB per
+Where the differences come from. Both implementations call the same kernels for the convolutions and
+the fused attention, and in training and under autocast for the linear layers too; in float32 inference
+ours computes the linear layers and the depth-wise convolution + GELU with oneDNN (`pvtv2.layers.onednn`),
+timm with PyTorch's MKL path, which is slow on this AMD CPU (tables measured before that change kept the
+same kernels on both sides). The rest is memory traffic and allocation. The convolutional feed-forward's hidden activations are 4-8x wider than the tokens: 51 MB per
 tensor at stage 1 of b0 at batch 16 or b2 at batch 8. glibc's allocator serves every block above 32 MiB
 with a fresh mmap and unmaps it on free, and hands the top of its heap back to the OS when large blocks
 below that are freed, so such tensors cost a page fault per 4 KiB page every time they are allocated:

@@ -22,5 +22,8 @@ $KEEP_FREED $PV bench --model pvt_v2_b0 --mode train --batch-size 16 --repeats 8
 $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16 --peer-eager-fp32 --agreement --json "$OUT/bf16_b2_b8.json"
 $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --compile --peer-eager-fp32 --agreement --json "$OUT/compile_fp32_b2_b8.json"
 $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16 --compile --peer-eager-fp32 --agreement --json "$OUT/compile_bf16_b2_b8.json"
+# Issue 19: against ONNX Runtime running our own export, and the fraction of the matrix-product ceiling.
+$PV bench --model pvt_v2_b0 pvt_v2_b2 --batch-size 8 --repeats 10 --compare onnxruntime --ceiling --json "$OUT/ort_fp32_b8.json"
+$PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16-weights --peer-eager-fp32 --compare onnxruntime --ceiling --agreement --json "$OUT/ort_bf16w_b2_b8.json"
 $PV bench --scaling --reference --out "$OUT/scaling" --budget-gmacs 1400 --repeats 3
 .venv/bin/python benchmarks/report.py
