@@ -113,25 +113,58 @@ def hash_training_state(path: Path) -> str:
     return h.hexdigest()
 
 
-def ap_after_fitting_one_batch(model, data, *, steps: int, lr: float, clip: float, iou_types=("bbox",)) -> dict:
-    """Train ``model`` (a detector built under a fixed seed) for ``steps`` AdamW steps on the first
-    four images of ``data`` (a ``CocoDetection``), then its COCO report on those same images: what
-    the set-prediction and cascade tests use to show that a detector learns within a CPU budget."""
+def ap_after_fitting(model, data, batches, *, lr: float, clip: float, lr_drop_at: int | None = None,
+                     eval_data=None, iou_types=("bbox",)) -> dict:
+    """Train ``model`` (a detector built under a fixed seed) with AdamW, one step per list of image
+    indices of ``data`` (a ``CocoDetection``) in ``batches``, at ``lr`` then ``lr / 10`` from step
+    ``lr_drop_at``; only the parameters that require gradients learn. Then its COCO report on every
+    image of ``eval_data`` or, without one, on the images it trained on. Python's ``random`` (the
+    flips) is seeded: the same call gives the same numbers."""
+    import random
+
+    from pvtv2.detection.data import collate_detection
+
+    random.seed(0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    model.train()
+    for step, indices in enumerate(batches):
+        if step == lr_drop_at:
+            for group in optimizer.param_groups:
+                group["lr"] = lr / 10
+        images, targets, _ = collate_detection([data[i] for i in indices])
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        optimizer.step()
+    if eval_data is None:
+        return coco_report(model, data, sorted({i for b in batches for i in b}), iou_types)
+    return coco_report(model, eval_data, range(len(eval_data)), iou_types)
+
+
+def shuffled_batches(n: int, batch_size: int, steps: int, seed: int = 0) -> list[list[int]]:
+    """``steps`` batches of ``batch_size`` indices out of ``range(n)``, each epoch a new permutation."""
+    g = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    while len(order) < steps * batch_size:
+        order += torch.randperm(n, generator=g).tolist()
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+
+
+def coco_report(model, data, indices, iou_types=("bbox",)) -> dict:
+    """``model``'s pycocotools report on images ``indices`` of ``data``, run 10 at a time."""
     from pvtv2.detection import coco_evaluate
     from pvtv2.detection.data import collate_detection
     from pvtv2.detection.evaluate import to_coco_results
 
-    images, targets, _ = collate_detection([data[i] for i in range(4)])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    model.train()
-    for _ in range(steps):
-        loss = sum(model(images, targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
+    indices = list(indices)
     model.eval()
+    results, image_ids = [], []
     with torch.no_grad():
-        outputs = model(images)
-    results = [r for out, t in zip(outputs, targets) for r in to_coco_results(out, t["image_id"], data.cat_ids)]
-    return coco_evaluate(data.coco, results, iou_types, image_ids=[t["image_id"] for t in targets])
+        for start in range(0, len(indices), 10):
+            images, targets, _ = collate_detection([data[i] for i in indices[start:start + 10]])
+            for out, t in zip(model(images), targets):
+                results += to_coco_results(out, t["image_id"], data.cat_ids)
+                image_ids.append(t["image_id"])
+    return coco_evaluate(data.coco, results, iou_types, image_ids=image_ids)

@@ -1,6 +1,6 @@
 """Detection glue: PVTv2 + FPN backbones inside torchvision's RetinaNet / Faster R-CNN / Mask R-CNN."""
 import pytest
-from conftest import ENV, VENV_BIN, cli_args, hash_training_state, pvtv2_cmd
+from conftest import ENV, VENV_BIN, ap_after_fitting, cli_args, hash_training_state, pvtv2_cmd, shuffled_batches
 import torch
 
 import pvtv2
@@ -340,6 +340,37 @@ def test_predict_writes_detections_and_pictures(trained, shapes128, tmp_path):
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.splitlines()[0])["image"].endswith("_det.png")
 
+
+
+# -- a two-stage detector on the trained backbone (slow) ---------------------------------
+@pytest.mark.slow
+def test_cascade_mask_rcnn_reaches_ap50_on_held_out_images(trained, shapes128):
+    """Cascade Mask R-CNN with its official RPN, per-stage sampling and losses and test-time
+    averaging; heads cut to one 32-channel conv (box and mask) and the official 1024-wide fc, 64
+    RoIs per image. Its heads learn for 120 steps of 4 of the 120 training images (AdamW 1e-3, 1e-4
+    from step 90); pycocotools scores the 30 validation images: box AP50 0.59-0.66, mask AP50
+    0.56-0.63 (three seeds, 1 or 2 threads). From a random backbone, 100 steps reached box AP50
+    0.21, mask 0.14.
+    (Sparse R-CNN on this backbone reaches held-out AP50 0.2-0.33 in the same time, 300 steps, and
+    0.53 after 1000: its test learns four training images, tests/test_detection_kinds.py.)"""
+    # The official recipes start from a pretrained backbone: here the RetinaNet's above, frozen with
+    # the FPN (mmdet's frozen_stages, up to the neck: on a CPU the RoI Align backward into the FPN
+    # is half of a step).
+    retina, _ = load_detector(trained[0] / "best.safetensors")
+    torch.manual_seed(0)
+    model = create_detector("cascade_maskrcnn", "pvt_v2_b0", 3, min_size=128, max_size=128, drop_path_rate=0.0,
+                            box_convs=1, box_conv_channels=32, box_fc_channels=1024, mask_convs=1, mask_channels=32,
+                            rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=200, rpn_pre_nms_top_n_test=100,
+                            rpn_post_nms_top_n_test=100, box_batch_size_per_image=64)
+    model.backbone.body.load_state_dict(retina.backbone.body.state_dict())
+    model.backbone.requires_grad_(False)
+    ann = shapes128 / "annotations"
+    train_set = CocoDetection(shapes128 / "train2017", ann / "instances_train2017.json", train=True, masks=True)
+    val_set = CocoDetection(shapes128 / "val2017", ann / "instances_val2017.json", masks=True)
+    report = ap_after_fitting(model, train_set, shuffled_batches(len(train_set), 4, 120), lr=1e-3, clip=10.0,
+                              lr_drop_at=90, eval_data=val_set, iou_types=("bbox", "segm"))
+    assert report["bbox"]["stats"]["AP50"] > 0.5, report["bbox"]["summary"]
+    assert report["segm"]["stats"]["AP50"] > 0.4, report["segm"]["summary"]
 
 
 @pytest.mark.slow

@@ -1,16 +1,22 @@
 """Cascade Mask R-CNN: the paper's parameters and GFLOPs, the official head shapes and per-stage
 settings, the cascade's training targets and losses by hand, the test-time averaging, torchvision's
-detector interface, the save/load round trip, and a short training run."""
+detector interface, the save/load round trip, `detect train` end to end and its exact resume after a
+SIGKILL (held-out AP50 after fine-tuning: tests/test_detection.py)."""
+import json
 import math
+import re
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
-from conftest import ap_after_fitting_one_batch
+from conftest import ENV, cli_args, hash_training_state, pvtv2_cmd
 from torch import nn
 
 from pvtv2.ablation import TOLERANCE
 from pvtv2.bench.flops import build_on_meta, count_flops, count_task_flops
-from pvtv2.detection import KIND_RECIPES, CocoDetection, create_detector, load_detector, save_detector
+from pvtv2.detection import KIND_RECIPES, create_detector, load_detector, save_detector
 from pvtv2.detection.cascade_rcnn import CascadeMaskRCNN, CascadeRoIHeads
 from pvtv2.detection.model import DETECTORS, MASK_KINDS
 from pvtv2.registry import REGISTRY
@@ -258,38 +264,13 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
         assert torch.equal(before[key], after[key]), key
 
 
-# -- a short training run (slow) ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shapes96(tmp_path_factory):
-    from pvtv2.data import make_detection_dataset
-
-    return make_detection_dataset(tmp_path_factory.mktemp("casc96"), classes=3, train_images=8, val_images=2, size=96,
-                                  seed=0, progress=False)
-
-
-@pytest.mark.slow
-def test_cascade_learns_its_training_images(shapes96):
-    # Within a CPU test's budget (~1 s a step on 2 cores) a two-stage detector from a random
-    # backbone does not reach validation AP50 0.5 (100 steps of 4 of 100 images: box AP50 0.21,
-    # mask 0.14); as the Sparse R-CNN test, the cascade is shown to learn one batch with its
-    # official losses, assignment and test-time path: box AP50 0.94, mask 0.81 after 60 steps.
-    data = CocoDetection(shapes96 / "train2017", shapes96 / "annotations" / "instances_train2017.json", train=True,
-                         masks=True, flip_prob=0.0)
-    torch.manual_seed(0)
-    model = create_detector("cascade_maskrcnn", "pvt_v2_b0", 3, min_size=96, max_size=96, drop_path_rate=0.0, **SMALL)
-    report = ap_after_fitting_one_batch(model, data, steps=60, lr=1e-3, clip=10.0, iou_types=("bbox", "segm"))
-    assert report["bbox"]["stats"]["AP50"] > 0.5, report["bbox"]["summary"]
-    assert report["segm"]["stats"]["AP50"] > 0.4, report["segm"]["summary"]
-
-
+# -- `detect train`, killed and resumed (slow) ----------------------------------------------------
 @pytest.mark.slow
 def test_detect_train_eval_predict_with_the_official_heads(tmp_path):
     """`pvtv2 detect train --kind cascade_maskrcnn` end to end with the official-size heads: masks
     loaded for training, box and mask AP scored each epoch, a best.safetensors that
     load_detector rebuilds as the cascade, and predict's records with masks. One step of two
     images: the official heads cost about 1e11 multiply-adds per image (512 RoIs x 3 stages)."""
-    import json
-
     from pvtv2.data import make_detection_dataset
     from pvtv2.detection import DetTrainConfig, predict, train
 
@@ -311,25 +292,40 @@ def test_detect_train_eval_predict_with_the_official_heads(tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
-    """The cascade's state that a resume must carry (BatchNorm statistics of the box heads, the
-    samplers' random draws, AdamW's moments) is all in last.pt: one epoch, then a resumed second,
-    ends with the weights and moments of two epochs in one go. (A SIGKILL at any point falls back
-    to the last such checkpoint: tests/test_fault_injection.py and test_detection.py.)"""
-    from conftest import hash_training_state
-
+def test_killed_run_resumes_exactly(tmp_path):
+    """`pvtv2 detect train --kind cascade_maskrcnn` killed with SIGKILL inside its second epoch,
+    then `--resume`d, ends with the weights, AdamW moments and metrics of the uninterrupted run:
+    the cascade's state (the box heads' BatchNorm statistics, the samplers' random draws) is all in
+    last.pt. The uninterrupted run trains alongside the killed one (one thread each)."""
     from pvtv2.data import make_detection_dataset
-    from pvtv2.detection import DetTrainConfig, train
 
     shapes = make_detection_dataset(tmp_path / "data", classes=2, train_images=1, val_images=1, size=64, seed=1,
                                     progress=False)
-    recipe = dict(data=str(shapes), kind="cascade_maskrcnn", model="pvt_v2_b0", schedule="1x", batch_size=1,
+    recipe = dict(data=str(shapes), kind="cascade_maskrcnn", model="pvt_v2_b0", schedule="1x", epochs=2, batch_size=1,
                   min_size=64, max_size=64, warmup_iters=2, drop_path=0.1, eval_interval=2, workers=0, device="cpu",
                   progress=False)
-    train(DetTrainConfig(output=str(tmp_path / "straight"), epochs=2, **recipe))
-    train(DetTrainConfig(output=str(tmp_path / "split"), epochs=1, **recipe))
-    train(DetTrainConfig(output=str(tmp_path / "split"), epochs=2, resume="auto", **recipe))
-    assert hash_training_state(tmp_path / "split" / "last.pt") == hash_training_state(tmp_path / "straight" / "last.pt")
-    bn = {k: v for k, v in torch.load(tmp_path / "split" / "last.pt", weights_only=True)["model"].items()
-          if k.endswith("running_mean")}
+
+    def start(name: str, *extra: str) -> subprocess.Popen:
+        with open(tmp_path / f"{name}.log", "ab") as log:
+            return subprocess.Popen(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(tmp_path / name)}),
+                                              *extra), env=ENV, stdout=log, stderr=subprocess.STDOUT)
+
+    straight, killed = start("straight"), start("killed")
+    out = tmp_path / "killed"
+    metrics, deadline = out / "metrics.jsonl", time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1 and (out / "last.pt").exists()):
+        assert killed.poll() is None and time.time() < deadline, "training ended before its first epoch was saved"
+        time.sleep(0.02)
+    time.sleep(json.loads(metrics.read_text().splitlines()[0])["epoch_seconds"] * 0.4)  # inside epoch 1
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0, "the kill was meant to land in epoch 1"
+    assert start("killed", "--resume").wait() == 0, (tmp_path / "killed.log").read_text()
+    assert straight.wait() == 0, (tmp_path / "straight.log").read_text()
+    assert re.search("resumed from .* at epoch 1", (tmp_path / "killed.log").read_text())
+    assert hash_training_state(out / "last.pt") == hash_training_state(tmp_path / "straight" / "last.pt")
+    key = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("epoch_seconds", "images_per_second")}
+    assert [key(l) for l in metrics.read_text().splitlines()] == \
+        [key(l) for l in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    bn = {k: v for k, v in torch.load(out / "last.pt", weights_only=True)["model"].items() if k.endswith("running_mean")}
     assert bn and all(v.abs().sum() > 0 for v in bn.values())  # the box heads' BatchNorm statistics were trained
