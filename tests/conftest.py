@@ -168,3 +168,9 @@ def coco_report(model, data, indices, iou_types=("bbox",)) -> dict:
                 results += to_coco_results(out, t["image_id"], data.cat_ids)
                 image_ids.append(t["image_id"])
     return coco_evaluate(data.coco, results, iou_types, image_ids=image_ids)
+
+
+#: ``pvtv2 detect train`` settings of the detection tests: RetinaNet b0 on 128-pixel generated images,
+#: the official recipe with a shorter schedule.
+FAST_RETINANET = dict(kind="retinanet", model="pvt_v2_b0", batch_size=4, lr=2e-4, clip_grad=10.0, warmup_iters=60,
+                      min_size=128, max_size=128, drop_path=0.0, workers=1, device="cpu", progress=False)
