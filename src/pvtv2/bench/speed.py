@@ -98,7 +98,8 @@ def timm_peer(ours: nn.Module, name: str) -> nn.Module:
 class OnnxRuntimeModel(nn.Module):
     """Our model exported to ONNX (:func:`pvtv2.export.export_onnx`: dynamic batch and size, checked
     against PyTorch there) and run by ONNX Runtime's CPU provider with as many threads as torch
-    uses (ORT's graph optimisations all on), behind a module's interface: float32 tensors in and out."""
+    uses (ORT's graph optimisations all on, its threads not spinning between runs), behind a module's
+    interface: float32 tensors in and out."""
 
     def __init__(self, ours: nn.Module, img_size: int):
         super().__init__()
@@ -114,6 +115,9 @@ class OnnxRuntimeModel(nn.Module):
             opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.log_severity_level = 3
+            # ORT's pool threads spin for a while after each run: on a small machine they would take the
+            # cores from the contestant that runs next (ours measured 2x slower beside a spinning ORT).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
