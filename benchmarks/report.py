@@ -398,7 +398,7 @@ With an allocator that keeps freed memory (the two "keeping freed memory" tables
 `MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` raised; jemalloc or tcmalloc through LD_PRELOAD
 should act alike, not measured here) neither model faults, and what remains of the lead ({keep_freed})
 is the arithmetic: oneDNN's linear layers and fused depth-wise conv + GELU in ours against PyTorch's MKL
-path in timm (before ours took oneDNN's kernels the two ran at about the same speed there, 0.98-1.05x). The ratios move with the machine's state: on this shared VM the same commands gave b2's
+path in timm (before ours took oneDNN's kernels the two ran at about the same speed there, 0.98-1.02x). The ratios move with the machine's state: on this shared VM the same commands gave b2's
 eager ratio anywhere from 1.11x to 1.42x in one evening, b0's 1.40x to 1.55x and the training ratio 1.13x
 to 1.23x (the tables show the run recorded in `results/`). The banding also keeps linear SRA's time per
 pixel flat up to 2048 pixels and lowers its peak memory.
