@@ -193,6 +193,9 @@ def test_short_training_reaches_miou(trained, shapes, tmp_path):
     assert min(v for v in scores["per_class"].values()) > 40
     slide = evaluate_checkpoint(shapes, out / "best.safetensors", mode="slide", crop=48, device="cpu", progress_bar=False)
     assert slide["mIoU"] > 50
+    # bf16 autocast (`segment eval --amp bf16`) scores what float32 scores, within half a point of mIoU.
+    bf16 = evaluate_checkpoint(shapes, out / "best.safetensors", device="cpu", amp="bf16", progress_bar=False)
+    assert abs(bf16["mIoU"] - scores["mIoU"]) < 0.5 and bf16["images"] == 24
 
 
 @pytest.mark.slow

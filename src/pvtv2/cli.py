@@ -255,7 +255,7 @@ def cmd_detect_eval(args) -> int:
     _check_json_output(args.results, "--results")
     result = evaluate_checkpoint(args.data, args.checkpoint, split=args.split, images=args.images, ann=args.ann,
                                  device=args.device, batch_size=args.batch_size, results_file=args.results,
-                                 workers=args.workers, tf32=args.tf32)
+                                 workers=args.workers, tf32=args.tf32, amp=args.amp)
     for iou_type in ("bbox", "segm"):
         if iou_type in result:
             print(f"{iou_type}:\n{result[iou_type]['summary']}")
@@ -301,7 +301,7 @@ def cmd_segment_eval(args) -> int:
     result = evaluate_checkpoint(args.data, args.checkpoint, split=args.split, mode=args.mode,
                                  scale=tuple(args.scale) if args.scale else None, crop=args.crop,
                                  reduce_zero_label=args.reduce_zero_label, device=args.device, workers=args.workers,
-                                 tf32=args.tf32)
+                                 tf32=args.tf32, amp=args.amp)
     print(format_table(result))
     _print_json(result)
     if args.json:
@@ -440,6 +440,12 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _eval_amp_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--amp", default="none", choices=["none", "auto", "bf16", "fp16"],
+                        help="autocast for inference: bf16 (CPUs with AVX512-BF16, GPUs), fp16 (CUDA), auto (bf16 or "
+                             "fp16 on a GPU, none on the CPU); default none: float32, on x86 CPUs through oneDNN")
+
+
 def _tf32_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                         help="CUDA: fp32 matrix products and convolutions on TF32 tensor cores (--no-tf32: full fp32)")
@@ -530,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", **device)
     s.add_argument("--workers", default=2, help="image-loading processes", **workers)
     _tf32_flag(s)
+    _eval_amp_flag(s)
     s.add_argument("--results", default=None, help="also write the detections (COCO result format) to this file")
     s.add_argument("--json", default=None, help="also write the evaluation as JSON to this file")
     s.set_defaults(func=cmd_detect_eval)
@@ -565,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", **device)
     s.add_argument("--workers", default=2, help="image-loading processes", **workers)
     _tf32_flag(s)
+    _eval_amp_flag(s)
     s.add_argument("--json", default=None, help="also write the JSON result to this file")
     s.set_defaults(func=cmd_segment_eval)
     s = ssub.add_parser("predict", help="colour masks and overlays for images or folders; JSON lines")

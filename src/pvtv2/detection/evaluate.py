@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..engine import DistEnv, autocast, backend_settings, init_distributed, progress, require_samples, using_backends
+from ..engine import DistEnv, autocast, backend_settings, resolve_amp, init_distributed, progress, require_samples, using_backends
 from ..errors import DataError
 from ..fileio import atomic_write
 from .data import CocoDetection, coco_paths, collate_detection, encode_mask
@@ -107,6 +107,7 @@ def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, split: str 
     detections in COCO's result format. ``workers``: image-loading processes; ``tf32``: TF32
     products on CUDA."""
     env = DistEnv(device=init_distributed(device).device)
+    amp = resolve_amp(amp, env.device)  # checked before the model is loaded
     with using_backends(backend_settings(env.device, tf32=tf32)):
         return _evaluate_checkpoint(data, checkpoint, env, split=split, images=images, ann=ann, batch_size=batch_size,
                                     amp=amp, results_file=results_file, progress_bar=progress_bar, workers=workers)

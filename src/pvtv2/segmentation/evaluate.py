@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..engine import DistEnv, autocast, backend_settings, init_distributed, progress, using_backends
+from ..engine import DistEnv, autocast, backend_settings, resolve_amp, init_distributed, progress, using_backends
 from ..errors import DataError
 from .data import EvalTransform, SegmentationDataset, ade_pairs, collate_pairs, find_pairs, warn_problems
 from .metrics import summarize, update_confusion
@@ -71,6 +71,7 @@ def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, split: str 
     cannot be used (see :class:`SegmentationDataset`) are skipped, counted and warned about.
     ``workers``: image-loading processes; ``tf32``: TF32 products on CUDA."""
     env = DistEnv(device=init_distributed(device).device)
+    amp = resolve_amp(amp, env.device)  # checked before the model is loaded
     with using_backends(backend_settings(env.device, tf32=tf32)):
         return _evaluate_checkpoint(data, checkpoint, env, split=split, mode=mode, scale=scale, crop=crop,
                                     reduce_zero_label=reduce_zero_label, amp=amp, progress_bar=progress_bar,
