@@ -27,9 +27,13 @@ demo-detect: $(STAMP)
 # Two pytest-xdist workers, one torch thread each (tests/conftest.py); --dist loadfile keeps a
 # module's tests, and the model its module fixture trains, on one worker.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
+# The files with the longest runs first (then the rest of tests/, each file once), so that neither
+# worker is left with a long file at the end while the other idles.
+HEAVY_FIRST = tests/test_detection.py tests/test_detection_kinds.py tests/test_export.py \
+	tests/test_detection_cascade.py tests/test_detection_runs.py tests/test_segmentation.py tests
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_PARALLEL)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(HEAVY_FIRST)
 
 # The fast lane for the edit-test loop: everything but the end-to-end training runs.
 check: $(STAMP)
