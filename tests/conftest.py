@@ -174,3 +174,28 @@ def coco_report(model, data, indices, iou_types=("bbox",)) -> dict:
 #: the official recipe with a shorter schedule.
 FAST_RETINANET = dict(kind="retinanet", model="pvt_v2_b0", batch_size=4, lr=2e-4, clip_grad=10.0, warmup_iters=60,
                       min_size=128, max_size=128, drop_path=0.0, workers=1, device="cpu", progress=False)
+
+
+def sigkill_inside_epoch_1(proc, out: Path, timeout: float = 300) -> None:
+    """Wait until the training process ``proc`` writing to ``out`` has finished and saved epoch 0, then
+    SIGKILL it 40% into epoch 1 (by epoch 0's duration); asserts that ``last.pt`` still holds epoch 0."""
+    import json
+    import signal
+    import time
+
+    metrics, deadline = out / "metrics.jsonl", time.time() + timeout
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1 and (out / "last.pt").exists()):
+        assert proc.poll() is None and time.time() < deadline, "training ended before its first epoch was saved"
+        time.sleep(0.02)
+    time.sleep(json.loads(metrics.read_text().splitlines()[0])["epoch_seconds"] * 0.4)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0, "the kill was meant to land in epoch 1"
+
+
+def epoch_metrics(path: Path) -> list[dict]:
+    """``metrics.jsonl`` without the timings, which differ between two runs of the same training."""
+    import json
+
+    return [{k: v for k, v in json.loads(line).items() if k not in ("epoch_seconds", "images_per_second")}
+            for line in path.read_text().splitlines()]

@@ -5,13 +5,11 @@ SIGKILL (held-out AP50 after fine-tuning: tests/test_detection.py)."""
 import json
 import math
 import re
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
-from conftest import ENV, cli_args, hash_training_state, pvtv2_cmd
+from conftest import ENV, cli_args, epoch_metrics, hash_training_state, pvtv2_cmd, sigkill_inside_epoch_1
 from torch import nn
 
 from pvtv2.ablation import TOLERANCE
@@ -312,20 +310,11 @@ def test_killed_run_resumes_exactly(tmp_path):
 
     straight, killed = start("straight"), start("killed")
     out = tmp_path / "killed"
-    metrics, deadline = out / "metrics.jsonl", time.time() + 300
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 1 and (out / "last.pt").exists()):
-        assert killed.poll() is None and time.time() < deadline, "training ended before its first epoch was saved"
-        time.sleep(0.02)
-    time.sleep(json.loads(metrics.read_text().splitlines()[0])["epoch_seconds"] * 0.4)  # inside epoch 1
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0, "the kill was meant to land in epoch 1"
+    sigkill_inside_epoch_1(killed, out)
     assert start("killed", "--resume").wait() == 0, (tmp_path / "killed.log").read_text()
     assert straight.wait() == 0, (tmp_path / "straight.log").read_text()
     assert re.search("resumed from .* at epoch 1", (tmp_path / "killed.log").read_text())
     assert hash_training_state(out / "last.pt") == hash_training_state(tmp_path / "straight" / "last.pt")
-    key = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("epoch_seconds", "images_per_second")}
-    assert [key(l) for l in metrics.read_text().splitlines()] == \
-        [key(l) for l in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert epoch_metrics(out / "metrics.jsonl") == epoch_metrics(tmp_path / "straight" / "metrics.jsonl")
     bn = {k: v for k, v in torch.load(out / "last.pt", weights_only=True)["model"].items() if k.endswith("running_mean")}
     assert bn and all(v.abs().sum() > 0 for v in bn.values())  # the box heads' BatchNorm statistics were trained

@@ -2,13 +2,11 @@
 (In their own file, apart from test_detection.py's trained-model fixture, so the two test workers share
 the slow runs.)"""
 import json
-import signal
 import subprocess
-import time
 
 import pytest
-import torch
-from conftest import ENV, FAST_RETINANET as FAST, VENV_BIN, cli_args, hash_training_state, pvtv2_cmd
+from conftest import (ENV, FAST_RETINANET as FAST, VENV_BIN, cli_args, epoch_metrics, hash_training_state, pvtv2_cmd,
+                      sigkill_inside_epoch_1)
 
 from pvtv2.data import make_detection_dataset
 from pvtv2.detection import CocoDetection, DetTrainConfig, load_detector, train
@@ -32,22 +30,13 @@ def test_killed_run_resumes_exactly(coco_shapes, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(out)})), env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    metrics, deadline = out / "metrics.jsonl", time.time() + 300
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 1 and (out / "last.pt").exists()):
-        assert proc.poll() is None and time.time() < deadline, "training ended before its first epoch was saved"
-        time.sleep(0.02)
-    time.sleep(json.loads(metrics.read_text().splitlines()[0])["epoch_seconds"] * 0.4)  # inside epoch 1
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0, "the kill was meant to land in epoch 1"
+    sigkill_inside_epoch_1(proc, out)
     res = subprocess.run(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(out)}), "--resume"),
                          env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "resumed from" in res.stdout and "at epoch 1" in res.stdout
     assert hash_training_state(out / "last.pt") == hash_training_state(tmp_path / "straight" / "last.pt")
-    key = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("epoch_seconds", "images_per_second")}
-    assert [key(l) for l in metrics.read_text().splitlines()] == \
-        [key(l) for l in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert epoch_metrics(out / "metrics.jsonl") == epoch_metrics(tmp_path / "straight" / "metrics.jsonl")
 
 
 @pytest.mark.slow
