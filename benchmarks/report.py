@@ -177,7 +177,7 @@ def cpu_peers_section() -> str:
         roof = rows[0].get("ceiling_gflops", {})
         out += [f"### {title}", "", f"`{cmd} --json results/{name}.json`", "",
                 f"Matrix-product ceiling at {data[0]['machine'].get('threads', '?')} threads "
-                f"({'bf16' if 'bf16' in name else 'fp32'}, 2048-square): " +
+                f"({'bf16' if rows[0]['case']['ours'].startswith('bf16') else 'fp32'}, 2048-square): " +
                 ", ".join(f"{k.replace('_', '.')} {v:.0f}" for k, v in roof.items()) + " GFLOP/s.", "",
                 "| model | ours | ours img/s | ours GFLOP/s (of ceiling) | ONNX Runtime img/s | ORT GFLOP/s (of ceiling) "
                 "| ours/ORT | max abs diff | top-1 agreement |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]

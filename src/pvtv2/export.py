@@ -129,11 +129,17 @@ def _staged(out: Path, what: str, format: str, overwrite: bool) -> Iterator[Path
         raise ExportError(f"{what} export to {out} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
 
 
-def onnx_session(path: str | Path):
+def onnx_session(path: str | Path, *, threads: int = 0, spinning: bool = True):
+    """ONNX Runtime's CPU session for ``path``; ``threads``: intra-op threads (0: ORT's default);
+    ``spinning=False``: its pool threads do not spin between runs (for timing beside another model)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -105,20 +105,13 @@ class OnnxRuntimeModel(nn.Module):
         super().__init__()
         import tempfile
 
-        import onnxruntime as ort
-
-        from ..export import export_onnx
+        from ..export import export_onnx, onnx_session
 
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(copy.deepcopy(ours).eval(), f"{tmp}/model.onnx", check_sizes=[(img_size, img_size)])
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.log_severity_level = 3
             # ORT's pool threads spin for a while after each run: on a small machine they would take the
             # cores from the contestant that runs next (ours measured 2x slower beside a spinning ORT).
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = onnx_session(path, threads=torch.get_num_threads(), spinning=False)
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,14 +140,14 @@ def check_case(case: Case, compare: bool = True) -> None:
                               f"use --peer-eager-fp32 with --dtype {case.peer.dtype} or other settings for ours")
 
 
-def _cast(model: nn.Module, x: torch.Tensor, setting: Setting) -> tuple[nn.Module, torch.Tensor]:
-    """``model`` (cast in place) and ``x`` in the setting's cast dtype (:data:`CAST`), else as they are."""
+def _cast(t: nn.Module | torch.Tensor, setting: Setting):
+    """A model (cast in place) or an input in the setting's cast dtype (:data:`CAST`), else as it is."""
     dtype = CAST.get(setting.dtype)
-    return (model, x) if dtype is None else (model.to(dtype), x.to(dtype))
+    return t if dtype is None else t.to(dtype)
 
 
 def _prepare(model: nn.Module, setting: Setting, device: torch.device) -> Callable:
-    model = _cast(model, torch.empty(0), setting)[0].to(device)
+    model = _cast(model, setting).to(device)
     if setting.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if setting.compile:
@@ -178,7 +171,7 @@ def float32_mode(device: torch.device, dtype: str):
 def _step_fn(model: nn.Module, x: torch.Tensor, setting: Setting, mode: str, device: torch.device) -> Callable[[], Any]:
     if setting.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    x = _cast(model, x, setting)[1]
+    x = _cast(x, setting)
     if mode == "infer":
         model.eval()
 
@@ -309,9 +302,9 @@ def _run_case(case: Case, device: torch.device, compare: bool, seed: int) -> dic
     # Outputs first: the comparison only means something if both compute the same thing.
     outputs = {}
     for name, (model, setting) in contestants.items():
-        model, x_in = _cast(model.to(device).eval(), x, setting)
+        model = _cast(model.to(device).eval(), setting)
         with float32_mode(device, setting.dtype), torch.inference_mode(), _autocast(device, setting.dtype):
-            outputs[name] = model(x_in).float()
+            outputs[name] = model(_cast(x, setting)).float()
     if case.grad_checkpointing:  # a copy: the plain model keeps running beside it
         checkpointed = copy.deepcopy(ours_model)
         checkpointed.set_grad_checkpointing(True)
@@ -425,7 +418,7 @@ def top1_agreement(model_name: str, setting: Setting, *, img_size: int = 224, de
             reference = model(x).argmax(1)
         fast = _prepare(model, setting, dev)
         xs = x.contiguous(memory_format=torch.channels_last) if setting.channels_last else x
-        xs = _cast(fast, xs, setting)[1]
+        xs = _cast(xs, setting)
         with float32_mode(dev, setting.dtype), _autocast(dev, setting.dtype):
             got = fast(xs).float().argmax(1)
     return (got == reference).float().mean().item()

@@ -42,8 +42,8 @@ def onednn_pays(x: torch.Tensor, weight: torch.Tensor, setting: bool | None = No
     weights (no autocast); ``None`` (the default) on x86 CPUs only."""
     if setting is False or not AVAILABLE:
         return False
-    if not isinstance(x, torch.Tensor) or type(x) is not torch.Tensor or torch.jit.is_tracing() \
-            or torch.jit.is_scripting() or torch.compiler.is_compiling() or _exporting():
+    if type(x) is not torch.Tensor or torch.jit.is_tracing() or torch.jit.is_scripting() \
+            or torch.compiler.is_compiling() or _exporting():
         return False  # tensor subclasses (FakeTensor, FunctionalTensor...) are what tracers pass
     return (
         x.device.type == "cpu" and x.dtype in _DTYPES and weight.dtype == x.dtype
