@@ -6,8 +6,9 @@ step's peak memory is what it adds over what was allocated before it, as in :mod
 is downloaded), so a score threshold would keep a different, arbitrary number of boxes on each side (Mask R-CNN
 pastes a mask per box: torchvision's random Mask R-CNN kept 100 boxes per image where ours kept a few, and looked
 3x slower). Both detectors therefore run with their score threshold at 0 and keep exactly
-:data:`DETECTIONS_PER_IMAGE` boxes per image, as a COCO evaluation does; the result records the count on each side. Both also take the input at its own size (their resize is a no-op), so
-a small ``img_size`` really measures a small image.
+:data:`DETECTIONS_PER_IMAGE` boxes per image, as a COCO evaluation does; the result records the count on
+each side. Both also take the input at its own size (their resize is a no-op), so a small ``img_size``
+really measures a small image.
 """
 from __future__ import annotations
 

@@ -289,7 +289,7 @@ def official_retinanet(body: PyramidVisionTransformerV2, num_classes: int, **kwa
     (:class:`MMDetAnchorGenerator`), the box decoding (:class:`MMDetBoxCoder`) and ``test_cfg``
     (``nms_pre=1000, score_thr=0.05, nms iou 0.5, max_per_img=100``). ``num_classes`` counts the
     object categories (torchvision's head gets one more, the background)."""
-    backbone = PVTv2FPN(body, first_stage=2, extra="p6p7_on_input")
+    backbone = _with_fpn(body, "retinanet")  # the neck pvtv2 trains: P6 on C5, P7 on P6 without ReLU
     settings = dict(min_size=800, max_size=1333, score_thresh=0.05, nms_thresh=0.5, detections_per_img=100,
                     topk_candidates=1000)
     model = RetinaNet(backbone, num_classes=num_classes + 1, anchor_generator=MMDetAnchorGenerator(),
