@@ -129,7 +129,7 @@ def test_bench_command_orchestration(tmp_path):
     from pvtv2.bench.run import compare_speed
 
     lines = []
-    results = compare_speed(["pvt_v2_b0"], ["infer"], batch_size=1, img_size=32, repeats=1, warmup=0, compare=False,
+    results = compare_speed(["pvt_v2_b0"], ["infer"], batch_size=1, img_size=32, repeats=1, warmup=0, compare="none",
                             json_path=tmp_path / "r.json", log=lines.append)
     assert len(results) == 1 and lines[0].startswith("pvt_v2_b0") and lines[-1] == f"wrote {tmp_path / 'r.json'}"
     written = json.loads((tmp_path / "r.json").read_text())

@@ -423,7 +423,7 @@ def cmd_bench(args) -> int:
         img_size = args.img_size[0] if args.img_size else 224
         compare_speed(args.model, args.mode, batch_size=args.batch_size or 8, img_size=img_size, device=args.device,
                       dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
-                      compare=False if args.compare == "none" else args.compare, peer_eager_fp32=args.peer_eager_fp32, agreement=args.agreement,
+                      compare=args.compare, peer_eager_fp32=args.peer_eager_fp32, agreement=args.agreement,
                       grad_checkpointing=args.grad_checkpointing, ceiling=args.ceiling, repeats=args.repeats, warmup=args.warmup,
                       threads=args.threads, json_path=args.json)
     return 0

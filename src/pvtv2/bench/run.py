@@ -23,12 +23,12 @@ def _write_results(json_path: str | Path, device: str, results: list[dict[str, A
 
 def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, batch_size: int = 8, img_size: int = 224,
                   device: str = "cpu", dtype: str = "fp32", channels_last: bool = False, compile: bool = False,
-                  compare: bool | str = True, peer_eager_fp32: bool = False, agreement: bool = False,
+                  compare: str = "timm", peer_eager_fp32: bool = False, agreement: bool = False,
                   grad_checkpointing: bool = False, ceiling: bool = False, repeats: int = 10, warmup: int = 3, threads: int = 0, json_path: str | Path | None = None,
                   log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Throughput, latency and memory of every (model, mode), ours against timm's with the same
-    weights (``compare`` True or ``"timm"``) or against our own ONNX export run by ONNX Runtime
-    (``"onnxruntime"``: CPU inference); the peer runs plain eager fp32 with ``peer_eager_fp32``, else in our
+    weights (``compare="timm"``), against our own ONNX export run by ONNX Runtime (``"onnxruntime"``:
+    CPU inference) or alone (``"none"``); the peer runs plain eager fp32 with ``peer_eager_fp32``, else in our
     setting. ``agreement`` adds the top-1 agreement with fp32 on real photographs (inference);
     ``grad_checkpointing`` (training only) our checkpointed model's speed and the memory it saves;
     ``ceiling`` (CPU) the achieved GFLOP/s as a fraction of the machine's matrix-product ceiling in
@@ -46,10 +46,10 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
     peer = Setting() if peer_eager_fp32 else Setting(dtype, channels_last, compile)
     cases = [Case(model=name, batch_size=batch_size, img_size=img_size, mode=mode, device=device, ours=ours, peer=peer,
                   repeats=repeats, warmup=warmup, grad_checkpointing=grad_checkpointing,
-                  peer_kind=compare if isinstance(compare, str) else "timm")
+                  peer_kind=compare)
              for name in models for mode in modes]
     for case in cases:  # every case checked before the first one runs
-        check_case(case, bool(compare))
+        check_case(case, compare != "none")
     roof, gmacs = None, {}
     if ceiling:
         if torch.device(device).type != "cpu":
@@ -65,7 +65,7 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
             gmacs[name] = count_flops(build_on_meta(lambda n=name: create_model(n)), img_size)["flops"] / 1e9
     results = []
     for case in cases:
-        r = run_case(case, compare=bool(compare))
+        r = run_case(case, compare=compare != "none")
         if roof is not None and case.mode == "infer":
             add_ceiling(r, roof, gmacs[case.model])
         line = format_result(r)
