@@ -40,13 +40,12 @@ def onednn_pays(x: torch.Tensor, weight: torch.Tensor, setting: bool | None = No
     """Whether the op on input ``x`` with ``weight`` runs through oneDNN: ``setting`` (a module's
     ``onednn``) ``False`` never, else only in eager CPU inference in float32 or in bfloat16 with bf16
     weights (no autocast); ``None`` (the default) on x86 CPUs only."""
-    if setting is False or not AVAILABLE:
+    if setting is False or not AVAILABLE or type(x) is not torch.Tensor or x.device.type != "cpu":
+        return False  # GPUs leave here, before any other test; tracers pass tensor subclasses (FakeTensor...)
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or _exporting():
         return False
-    if type(x) is not torch.Tensor or torch.jit.is_tracing() or torch.jit.is_scripting() \
-            or torch.compiler.is_compiling() or _exporting():
-        return False  # tensor subclasses (FakeTensor, FunctionalTensor...) are what tracers pass
     return (
-        x.device.type == "cpu" and x.dtype in _DTYPES and weight.dtype == x.dtype
+        x.dtype in _DTYPES and weight.dtype == x.dtype
         and not torch.is_autocast_enabled("cpu")
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and (setting is True or _X86)
