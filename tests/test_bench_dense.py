@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pvtv2.bench.dense import DETECTIONS_PER_IMAGE, DenseCase, format_dense, run_dense_case
+from pvtv2.bench.dense import DETECTIONS_PER_IMAGE, DenseCase, format_dense, plain_kernels, run_dense_case
 
 
 def test_segmentation_bench_runs_both_models_and_reports_the_ratio():
@@ -12,6 +12,21 @@ def test_segmentation_bench_runs_both_models_and_reports_the_ratio():
     assert result["params"]["peer"] > 30_000_000 > result["params"]["ours"] > 3_000_000
     assert result["ratio"] == pytest.approx(result["peer"]["median_s"] / result["ours"]["median_s"])
     assert "fcn_resnet50" in format_dense(result) and "64x96" in format_dense(result)
+    # ours is also timed in plain eager float32, the reference of the fast paths' speed-up
+    assert result["speedup"] == pytest.approx(result["eager_fp32"]["median_s"] / result["ours"]["median_s"])
+    assert "plain eager fp32" in format_dense(result)
+
+
+def test_plain_kernels_switch_onednn_off_for_the_block_only():
+    from pvtv2.detection import create_detector
+
+    model = create_detector("retinanet", "pvt_v2_b0", num_classes=3)
+    model.backbone.body.set_onednn(True)
+    settings = [m for m in model.modules() if hasattr(m, "onednn")]
+    assert len(settings) > 20  # every linear layer and feed-forward of the backbone inside the detector
+    with plain_kernels(model):
+        assert all(m.onednn is False for m in settings)
+    assert all(m.onednn is True for m in settings)
 
 
 def test_dense_bench_rejects_unknown_peers():

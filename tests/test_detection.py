@@ -350,6 +350,8 @@ def test_eval_matches_pycocotools_on_the_same_detections(trained, shapes128, tmp
 
 @pytest.mark.slow
 def test_predict_writes_detections_and_pictures(trained, shapes128, tmp_path):
+    from torchvision.ops import box_iou
+
     out, _ = trained
     images = sorted((shapes128 / "val2017").iterdir())[:3]
     records = list(predict(images, out / "best.safetensors", tmp_path / "pred", score_thresh=0.3, progress_bar=False))
@@ -360,10 +362,19 @@ def test_predict_writes_detections_and_pictures(trained, shapes128, tmp_path):
             assert d["class"] in {"circle", "square", "triangle"} and d["score"] >= 0.3
             x0, y0, x1, y1 = d["box"]
             assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
+    # The command line, in bf16 (the CPU's fast path): the float32 detections above 0.5, same box and score.
     res = subprocess.run(pvtv2_cmd("detect", "predict", str(images[0]), "--checkpoint", str(out / "best.safetensors"),
-                                   "--out", str(tmp_path / "cli")), env=ENV, capture_output=True, text=True)
+                                   "--out", str(tmp_path / "cli"), "--amp", "bf16", "--score-thresh", "0.3"),
+                         env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout.splitlines()[0])["image"].endswith("_det.png")
+    record = json.loads(res.stdout.splitlines()[0])
+    assert record["image"].endswith("_det.png")
+    confident = [d for d in records[0]["detections"] if d["score"] > 0.5]
+    assert confident
+    for d in confident:
+        assert any(e["class"] == d["class"] and abs(e["score"] - d["score"]) < 0.02
+                   and box_iou(torch.tensor([e["box"]]), torch.tensor([d["box"]])).item() > 0.9
+                   for e in record["detections"]), (d, record["detections"])
 
 
 

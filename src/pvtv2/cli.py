@@ -271,7 +271,7 @@ def cmd_detect_predict(args) -> int:
 
     prepare_output_folder(args.out, "--out")
     records = predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh, device=args.device,
-                      max_image_pixels=args.max_image_pixels, workers=args.workers, tf32=args.tf32)
+                      max_image_pixels=args.max_image_pixels, workers=args.workers, tf32=args.tf32, amp=args.amp)
     return _stream_records(records, lambda ok: _detections_done(ok, args))
 
 
@@ -316,7 +316,7 @@ def cmd_segment_predict(args) -> int:
     prepare_output_folder(args.out, "--out")
     records = predict(args.inputs, args.checkpoint, args.out, mode=args.mode,
                       scale=tuple(args.scale) if args.scale else None, crop=args.crop, device=args.device,
-                      max_image_pixels=args.max_image_pixels, workers=args.workers, tf32=args.tf32)
+                      max_image_pixels=args.max_image_pixels, workers=args.workers, tf32=args.tf32, amp=args.amp)
     return _stream_records(records, lambda ok: f"wrote masks and overlays of {len(ok)} image(s) to {args.out}")
 
 
@@ -441,6 +441,7 @@ def cmd_models(args) -> int:
 
 
 def _eval_amp_flag(parser: argparse.ArgumentParser) -> None:
+    """``--amp`` of the inference commands (eval and predict)."""
     parser.add_argument("--amp", default="none", choices=["none", "auto", "bf16", "fp16"],
                         help="autocast for inference: bf16 (CPUs with AVX512-BF16, GPUs), fp16 (CUDA), auto (bf16 or "
                              "fp16 on a GPU, none on the CPU); default none: float32, on x86 CPUs through oneDNN")
@@ -550,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", **device)
     s.add_argument("--workers", default=2, help="image-loading processes", **workers)
     _tf32_flag(s)
+    _eval_amp_flag(s)
     s.add_argument("--max-image-pixels", type=int, default=None,
                    help="skip images above this many pixels (decompression-bomb guard; default PIL's limit)")
     s.set_defaults(func=cmd_detect_predict)
@@ -585,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", **device)
     s.add_argument("--workers", default=2, help="image-loading processes", **workers)
     _tf32_flag(s)
+    _eval_amp_flag(s)
     s.add_argument("--max-image-pixels", type=int, default=None,
                    help="skip images above this many pixels (decompression-bomb guard; default PIL's limit)")
     s.set_defaults(func=cmd_segment_predict)

@@ -9,11 +9,15 @@ pastes a mask per box: torchvision's random Mask R-CNN kept 100 boxes per image 
 :data:`DETECTIONS_PER_IMAGE` boxes per image, as a COCO evaluation does; the result records the count on
 each side. Both also take the input at its own size (their resize is a no-op), so a small ``img_size``
 really measures a small image.
+
+Ours is also timed in plain eager float32 (PyTorch's own kernels: :mod:`pvtv2.layers.onednn` off), the
+path every user had before the CPU fast paths; ``speedup`` is that time over ours in ``dtype``.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -103,22 +107,40 @@ def _detections(out: Any) -> float | None:
     return None
 
 
-def _step(model: nn.Module, case: DenseCase, device: torch.device) -> Callable[[], Any]:
+@contextlib.contextmanager
+def plain_kernels(model: nn.Module) -> Iterator[None]:
+    """Within the block, every module of ``model`` that may take oneDNN's kernels
+    (:mod:`pvtv2.layers.onednn`) takes PyTorch's own; their settings are restored after it."""
+    settings = [(m, m.onednn) for m in model.modules() if hasattr(m, "onednn")]
+    for m, _ in settings:
+        m.onednn = False
+    try:
+        yield
+    finally:
+        for m, setting in settings:
+            m.onednn = setting
+
+
+def _step(model: nn.Module, case: DenseCase, device: torch.device, *, plain: bool = False) -> Callable[[], Any]:
+    """One inference call; ``plain``: in eager float32 with PyTorch's own kernels whatever ``case.dtype``."""
     g = torch.Generator().manual_seed(0)
     images = torch.rand(case.batch_size, 3, *case.img_size, generator=g).to(device)
     detect = case.task == "detect"
     x = list(images) if detect else images
+    dtype = "fp32" if plain else case.dtype
 
     def step():
-        with float32_mode(device, case.dtype), torch.inference_mode(), _autocast(device, case.dtype):
+        kernels = plain_kernels(model) if plain else contextlib.nullcontext()
+        with float32_mode(device, dtype), torch.inference_mode(), _autocast(device, dtype), kernels:
             out = model(x)
         return out if detect else out["out"] if isinstance(out, dict) else out
     return step
 
 
 def run_dense_case(case: DenseCase, *, seed: int = 0) -> dict[str, Any]:
-    """Median latency of ours and the torchvision peer on one input batch; ``ratio`` = peer / ours.
-    On CUDA also ``peak_memory_mb`` per model (``None`` on the CPU)."""
+    """Median latency of ours and the torchvision peer on one input batch; ``ratio`` = peer / ours;
+    ``speedup`` = ours in plain eager float32 (``eager_fp32``) / ours. On CUDA also ``peak_memory_mb``
+    per model (``None`` on the CPU)."""
     if case.img_size is None:
         case = replace(case, img_size=TEST_SIZES.get(case.task))  # an unknown task is refused by _models
     device = torch.device(case.device)
@@ -129,13 +151,15 @@ def run_dense_case(case: DenseCase, *, seed: int = 0) -> dict[str, Any]:
 def _run_dense_case(case: DenseCase, device: torch.device, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     ours, peer, peer_name = _models(case)
-    steps = {"ours": _step(ours.to(device).eval(), case, device), "peer": _step(peer.to(device).eval(), case, device)}
+    ours, peer = ours.to(device).eval(), peer.to(device).eval()
+    steps = {"ours": _step(ours, case, device), "eager_fp32": _step(ours, case, device, plain=True),
+             "peer": _step(peer, case, device)}
     boxes = {name: _detections(step()) for name, step in steps.items()}  # also the first warm-up step
     for _ in range(max(case.warmup - 1, 0)):
         for step in steps.values():
             step()
-    times: dict[str, list[float]] = {"ours": [], "peer": []}
-    peak: dict[str, float | None] = {"ours": None, "peer": None}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    peak: dict[str, float | None] = dict.fromkeys(steps)
     for _ in range(case.repeats):
         for name, step in steps.items():  # alternate, so drifts in machine load hit both
             seconds, added = measure_step(step, device)
@@ -149,6 +173,7 @@ def _run_dense_case(case: DenseCase, device: torch.device, seed: int) -> dict[st
         result[name] = {**_summary(times[name], case.batch_size), "peak_memory_mb": peak[name],
                         "detections_per_image": boxes[name]}
     result["ratio"] = result["peer"]["median_s"] / result["ours"]["median_s"]
+    result["speedup"] = result["eager_fp32"]["median_s"] / result["ours"]["median_s"]
     return result
 
 
@@ -165,4 +190,5 @@ def format_dense(result: dict[str, Any]) -> str:
     return (f"{c['task']} {c['kind']} {c['backbone']} {c['batch_size']}x {c['img_size'][0]}x{c['img_size'][1]} "
             f"{c['dtype']} on {c['device']}: ours {result['ours']['latency_ms']:.0f} ms{mem(result['ours'])}"
             f"{boxes(result['ours'])}, {result['peer_name']} {result['peer']['latency_ms']:.0f} ms"
-            f"{mem(result['peer'])}{boxes(result['peer'])}, {result['ratio']:.2f}x")
+            f"{mem(result['peer'])}{boxes(result['peer'])}, {result['ratio']:.2f}x; "
+            f"{result['speedup']:.2f}x ours in plain eager fp32 ({result['eager_fp32']['latency_ms']:.0f} ms)")
