@@ -53,3 +53,39 @@ def test_the_input_is_not_resized_by_either_detector():
     for model in (ours, peer):
         images, _ = model.transform([torch.rand(3, 64, 96)])
         assert images.image_sizes == [(64, 96)]
+
+
+def _result(task, kind, backbone, ours_s, peer_name):
+    """A run_dense_case-shaped result with the fields the figure reads."""
+    return {"case": {"task": task, "kind": kind, "backbone": backbone, "img_size": (800, 1216), "dtype": "bf16"},
+            "machine": {"threads": 2}, "peer_name": peer_name,
+            "ours": {"median_s": ours_s, "latency_ms": 1000 * ours_s},
+            "eager_fp32": {"median_s": 2 * ours_s, "latency_ms": 2000 * ours_s},
+            "peer": {"median_s": 1.5, "latency_ms": 1500.0}}
+
+
+def test_published_accuracy_of_ours_and_the_peers():
+    from pvtv2.bench.dense import published_accuracy
+
+    # whai362/PVT's detection README and torchvision's weights metadata (RetinaNet R50 COCO_V1: 36.4)
+    assert published_accuracy(_result("detect", "retinanet", "pvt_v2_b2", 1, "retinanet_resnet50_fpn")) == (44.6, 36.4)
+    assert published_accuracy(_result("detect", "maskrcnn", "pvt_v2_b0", 1, "maskrcnn_resnet50_fpn")) == (38.2, 37.9)
+    # no published FCOS on PVTv2; torchvision's segmenters are scored on COCO with VOC labels, not ADE20K
+    assert published_accuracy(_result("detect", "fcos", "pvt_v2_b0", 1, "fcos_resnet50_fpn")) == (None, 39.2)
+    assert published_accuracy(_result("segment", "fcn_resnet50", "pvt_v2_b5", 1, "fcn_resnet50")) == (48.7, None)
+
+
+def test_speed_accuracy_figure_has_a_panel_per_task(tmp_path):
+    from PIL import Image
+
+    from pvtv2.bench.dense import plot_speed_accuracy
+
+    results = [_result("detect", kind, b, s, f"{kind}_resnet50_fpn") for kind in ("retinanet", "maskrcnn")
+               for b, s in (("pvt_v2_b0", 0.8), ("pvt_v2_b2", 1.6))]
+    path = plot_speed_accuracy(results, tmp_path / "one.png")
+    one = Image.open(path).size
+    results.append(_result("segment", "fcn_resnet50", "pvt_v2_b0", 0.2, "fcn_resnet50"))
+    two = Image.open(plot_speed_accuracy(results, tmp_path / "two.png")).size
+    assert two[0] > 1.8 * one[0] and two[1] == one[1]
+    with pytest.raises(ValueError, match="no dense-prediction results"):
+        plot_speed_accuracy([], tmp_path / "none.png")

@@ -48,3 +48,25 @@ def test_cuda_results_get_their_own_section(report, tmp_path):
 
 def test_tests_line_without_a_test_run(report, tmp_path):
     assert report._tests_line(tmp_path) == "CUDA tests: not run"
+
+
+def test_dense_cpu_section_tables_the_speed_up_and_draws_the_figure(report, tmp_path):
+    assert report.dense_cpu_section(tmp_path) == ""  # nothing measured yet: no section
+
+    def result(kind, backbone, ours_ms, plain_ms):
+        return {"case": {"task": "detect", "kind": kind, "backbone": backbone, "img_size": [800, 1216], "dtype": "bf16"},
+                "machine": {"threads": 2}, "peer_name": f"{kind}_resnet50_fpn",
+                "ours": {"median_s": ours_ms / 1000, "latency_ms": ours_ms, "detections_per_image": 100.0},
+                "eager_fp32": {"median_s": plain_ms / 1000, "latency_ms": plain_ms},
+                "peer": {"median_s": 1.2, "latency_ms": 1200.0, "detections_per_image": 100.0},
+                "ratio": 1200.0 / ours_ms, "speedup": plain_ms / ours_ms}
+
+    rows = [result("retinanet", "pvt_v2_b0", 600.0, 1260.0), result("maskrcnn", "pvt_v2_b2", 1500.0, 2250.0)]
+    (tmp_path / "dense_detect_bf16.json").write_text(json.dumps([{"machine": {"threads": 2}}, *rows]))
+    text = report.dense_cpu_section(tmp_path)
+    assert "| detect | retinanet pvt_v2_b0 | 800x1216 | 100 | 600 | 1260 | **2.10x** | retinanet_resnet50_fpn | 1200 " \
+           "| 2.00x | 37.2 (36.4) |" in text
+    assert "| maskrcnn pvt_v2_b2 |" in text and "**1.50x**" in text and "45.3 (37.9)" in text
+    assert "met by 1 of 2 (speed-ups 1.50x to 2.10x)" in text
+    assert "--json results/dense_detect_bf16.json" in text and "dense_fcos_bf16" not in text
+    assert (tmp_path / "speed_accuracy.png").stat().st_size > 10_000

@@ -63,6 +63,10 @@ class Variant:
     # ablation, Table 6 (GFLOPs); Semantic FPN (ADE20K, 512x512): Table 5; Cascade Mask R-CNN
     # (3x, COCO; B2 and B2-Li only): Table 4.
     paper_dense: Mapping[str, tuple[float, float | None]] = field(default_factory=dict)
+    # their published accuracy: COCO val2017 box AP of the detectors (RetinaNet and Mask R-CNN 1x;
+    # Cascade Mask R-CNN, ATSS, GFL, Sparse R-CNN 3x + multi-scale), ADE20K val mIoU of Semantic FPN
+    # (whai362/PVT detection/README.md, the PVTv2 paper's Table 5, the PVTv1 paper's Table 5).
+    paper_accuracy: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def params_m(self) -> float:
@@ -78,17 +82,18 @@ class Variant:
 def _pvt_v2(name: str, depths: tuple[int, ...], *, embed_dims: tuple[int, ...] = (64, 128, 320, 512),
             mlp_ratios: tuple[float, ...] = (8, 8, 4, 4), attention: str = "sra", drop_path: float,
             clip_grad: float = 0.0, num_params: int, paper_gflops: float, paper_top1: float,
-            dense: Mapping[str, tuple[float, float | None]]) -> Variant:
+            dense: Mapping[str, tuple[float, float | None]], accuracy: Mapping[str, float]) -> Variant:
     """A PVTv2 record: every variant shares heads 1, 2, 5, 8 and reduction ratios 8, 4, 2, 1,
     and its weights sit under the same names on the hub and the release page."""
     return Variant(name=name, family="pvt_v2", embed_dims=embed_dims, depths=depths, num_heads=(1, 2, 5, 8),
                    mlp_ratios=mlp_ratios, sr_ratios=(8, 4, 2, 1), attention=attention, hub_id=f"timm/{name}.in1k",
                    url=f"{_RELEASES}/{name}.pth", drop_path=drop_path, clip_grad=clip_grad, num_params=num_params,
-                   paper_gflops=paper_gflops, paper_top1=paper_top1, paper_dense=dense)
+                   paper_gflops=paper_gflops, paper_top1=paper_top1, paper_dense=dense, paper_accuracy=accuracy)
 
 
 def _pvt_v1(name: str, depths: tuple[int, ...], *, drop_path: float, clip_grad: float = 0.0, num_params: int,
-            paper_gflops: float, paper_top1: float, dense: Mapping[str, tuple[float, float | None]]) -> Variant:
+            paper_gflops: float, paper_top1: float, dense: Mapping[str, tuple[float, float | None]],
+            accuracy: Mapping[str, float]) -> Variant:
     """A PVTv1 record (``classification/pvt.py``): every variant shares widths 64-512, heads
     1, 2, 5, 8, MLP ratios 8, 8, 4, 4 and reduction ratios 8, 4, 2, 1. The hub copies are
     transformers' ``PvtForImageClassification`` conversions of the release files."""
@@ -96,7 +101,8 @@ def _pvt_v1(name: str, depths: tuple[int, ...], *, drop_path: float, clip_grad: 
     return Variant(name=name, family="pvt_v1", embed_dims=(64, 128, 320, 512), depths=depths, num_heads=(1, 2, 5, 8),
                    mlp_ratios=(8, 8, 4, 4), sr_ratios=(8, 4, 2, 1), attention="sra", hub_id=f"Zetatech/pvt-{size}-224",
                    url=f"{_RELEASES}/{name}.pth", drop_path=drop_path, clip_grad=clip_grad, num_params=num_params,
-                   paper_gflops=paper_gflops, paper_top1=paper_top1, hub_file=None, paper_dense=dense)
+                   paper_gflops=paper_gflops, paper_top1=paper_top1, hub_file=None, paper_dense=dense,
+                   paper_accuracy=accuracy)
 
 
 #: Every variant, PVTv2 then PVTv1, smallest first within a family (``pvtv2.list_models()``
@@ -104,36 +110,48 @@ def _pvt_v1(name: str, depths: tuple[int, ...], *, drop_path: float, clip_grad: 
 REGISTRY: dict[str, Variant] = {v.name: v for v in (
     _pvt_v2("pvt_v2_b0", (2, 2, 2, 2), embed_dims=(32, 64, 160, 256), drop_path=0.1,
             num_params=3_666_760, paper_gflops=0.6, paper_top1=70.5,
-            dense=dict(retinanet=(13.0, None), maskrcnn=(23.5, None), semantic_fpn=(7.6, 25.0))),
+            dense=dict(retinanet=(13.0, None), maskrcnn=(23.5, None), semantic_fpn=(7.6, 25.0)),
+            accuracy=dict(retinanet=37.2, maskrcnn=38.2, semantic_fpn=37.2)),
     _pvt_v2("pvt_v2_b1", (2, 2, 2, 2), drop_path=0.1, num_params=14_009_000, paper_gflops=2.1, paper_top1=78.7,
-            dense=dict(retinanet=(23.8, None), maskrcnn=(33.7, None), semantic_fpn=(17.8, 34.2))),
+            dense=dict(retinanet=(23.8, None), maskrcnn=(33.7, None), semantic_fpn=(17.8, 34.2)),
+            accuracy=dict(retinanet=41.2, maskrcnn=41.8, semantic_fpn=42.5)),
     _pvt_v2("pvt_v2_b2", (3, 4, 6, 3), drop_path=0.1, num_params=25_362_856, paper_gflops=4.0, paper_top1=82.0,
             dense=dict(retinanet=(35.1, 290.7), maskrcnn=(45.0, None), semantic_fpn=(29.1, 45.8),
-                       cascade_maskrcnn=(83.0, 788.0))),
+                       cascade_maskrcnn=(83.0, 788.0)),
+            accuracy=dict(retinanet=44.6, maskrcnn=45.3, semantic_fpn=45.2, cascade_maskrcnn=51.1, atss=49.9, gfl=50.2,
+                          sparse_rcnn=50.1)),
     _pvt_v2("pvt_v2_b2_li", (3, 4, 6, 3), attention="linear", drop_path=0.1,
             num_params=22_553_512, paper_gflops=3.9, paper_top1=82.1,
             dense=dict(retinanet=(32.3, 227.4), maskrcnn=(42.2, None), semantic_fpn=(26.3, 41.0),
-                       cascade_maskrcnn=(80.0, 725.0))),
+                       cascade_maskrcnn=(80.0, 725.0)),
+            accuracy=dict(retinanet=43.6, maskrcnn=44.1, cascade_maskrcnn=50.9, atss=48.9, gfl=49.2, sparse_rcnn=48.9)),
     _pvt_v2("pvt_v2_b3", (3, 4, 18, 3), drop_path=0.3, clip_grad=1.0,
             num_params=45_238_696, paper_gflops=6.9, paper_top1=83.1,
-            dense=dict(retinanet=(55.0, None), maskrcnn=(64.9, None), semantic_fpn=(49.0, 62.4))),
+            dense=dict(retinanet=(55.0, None), maskrcnn=(64.9, None), semantic_fpn=(49.0, 62.4)),
+            accuracy=dict(retinanet=45.9, maskrcnn=47.0, semantic_fpn=47.3)),
     _pvt_v2("pvt_v2_b4", (3, 8, 27, 3), drop_path=0.3, clip_grad=1.0,
             num_params=62_556_072, paper_gflops=10.1, paper_top1=83.6,
-            dense=dict(retinanet=(72.3, None), maskrcnn=(82.2, None), semantic_fpn=(66.3, 81.3))),
+            dense=dict(retinanet=(72.3, None), maskrcnn=(82.2, None), semantic_fpn=(66.3, 81.3)),
+            accuracy=dict(retinanet=46.1, maskrcnn=47.5, semantic_fpn=47.9)),
     _pvt_v2("pvt_v2_b5", (3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4), drop_path=0.3, clip_grad=1.0,
             num_params=81_956_008, paper_gflops=11.8, paper_top1=83.8,
-            dense=dict(retinanet=(91.7, None), maskrcnn=(101.6, None), semantic_fpn=(85.7, 91.1))),
+            dense=dict(retinanet=(91.7, None), maskrcnn=(101.6, None), semantic_fpn=(85.7, 91.1)),
+            accuracy=dict(retinanet=46.2, maskrcnn=47.4, semantic_fpn=48.7)),
     # configs/pvt/*.py: medium and large train with drop path 0.3 and clipping 1.0.
     _pvt_v1("pvt_tiny", (2, 2, 2, 2), drop_path=0.1, num_params=13_229_288, paper_gflops=1.9, paper_top1=75.1,
-            dense=dict(retinanet=(23.0, None), maskrcnn=(32.9, None), semantic_fpn=(17.0, 33.2))),
+            dense=dict(retinanet=(23.0, None), maskrcnn=(32.9, None), semantic_fpn=(17.0, 33.2)),
+            accuracy=dict(retinanet=36.7, maskrcnn=36.7, semantic_fpn=35.7)),
     _pvt_v1("pvt_small", (3, 4, 6, 3), drop_path=0.1, num_params=24_485_864, paper_gflops=3.8, paper_top1=79.8,
-            dense=dict(retinanet=(34.2, 285.8), maskrcnn=(44.1, None), semantic_fpn=(28.2, 44.5))),
+            dense=dict(retinanet=(34.2, 285.8), maskrcnn=(44.1, None), semantic_fpn=(28.2, 44.5)),
+            accuracy=dict(retinanet=40.4, maskrcnn=40.4, semantic_fpn=39.8)),
     _pvt_v1("pvt_medium", (3, 4, 18, 3), drop_path=0.3, clip_grad=1.0, num_params=44_208_104,
             paper_gflops=6.7, paper_top1=81.2,
-            dense=dict(retinanet=(53.9, None), maskrcnn=(63.9, None), semantic_fpn=(48.0, 61.0))),
+            dense=dict(retinanet=(53.9, None), maskrcnn=(63.9, None), semantic_fpn=(48.0, 61.0)),
+            accuracy=dict(retinanet=41.9, maskrcnn=42.0, semantic_fpn=41.6)),
     _pvt_v1("pvt_large", (3, 8, 27, 3), drop_path=0.3, clip_grad=1.0, num_params=61_369_320,
             paper_gflops=9.8, paper_top1=81.7,
-            dense=dict(retinanet=(71.1, None), maskrcnn=(81.0, None), semantic_fpn=(65.1, 79.6))),
+            dense=dict(retinanet=(71.1, None), maskrcnn=(81.0, None), semantic_fpn=(65.1, 79.6)),
+            accuracy=dict(retinanet=42.6, maskrcnn=42.9, semantic_fpn=42.1)),
 )}
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -192,3 +193,81 @@ def format_dense(result: dict[str, Any]) -> str:
             f"{boxes(result['ours'])}, {result['peer_name']} {result['peer']['latency_ms']:.0f} ms"
             f"{mem(result['peer'])}{boxes(result['peer'])}, {result['ratio']:.2f}x; "
             f"{result['speedup']:.2f}x ours in plain eager fp32 ({result['eager_fp32']['latency_ms']:.0f} ms)")
+
+
+def published_accuracy(result: dict[str, Any]) -> tuple[float | None, float | None]:
+    """``(ours, peer)`` published accuracy for a :func:`run_dense_case` result: our detector's COCO box AP
+    on its backbone or Semantic FPN's ADE20K mIoU (the registry's ``paper_accuracy``), and the torchvision
+    peer's COCO box AP (its weights' metadata). ``None`` where none is published: our FCOS and Faster
+    R-CNN on PVTv2, and the segmentation peers, which torchvision trained on COCO with VOC labels, not ADE20K."""
+    import torchvision
+
+    from ..registry import get_variant
+
+    case = result["case"]
+    key = case["kind"] if case["task"] == "detect" else "semantic_fpn"
+    ours = get_variant(case["backbone"]).paper_accuracy.get(key)
+    peer = None
+    if case["task"] == "detect":
+        metrics = torchvision.models.get_model_weights(result["peer_name"]).DEFAULT.meta.get("_metrics", {})
+        peer = metrics.get("COCO-val2017", {}).get("box_map")
+    return ours, peer
+
+
+def plot_speed_accuracy(results: list[dict[str, Any]], path: str | Path) -> Path:
+    """The speed-accuracy figure: published accuracy (:func:`published_accuracy`) against the measured
+    latency of every :func:`run_dense_case` result in ``results``, one panel per task. Ours on its fast path
+    (filled) and in plain eager float32 (hollow) per detector kind across backbones; the torchvision peers as
+    stars. Written as a PNG to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    tasks = [t for t in ("detect", "segment") if any(r["case"]["task"] == t for r in results)]
+    if not tasks:
+        raise ConfigError("no dense-prediction results to plot")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rows = [r for r in results if r["case"]["task"] == task]
+        kinds = sorted({r["case"]["kind"] for r in rows}) if task == "detect" else ["semantic_fpn"]
+        for i, kind in enumerate(kinds):
+            colour = f"C{i}"
+            mine = [(r, published_accuracy(r)[0]) for r in rows if task == "segment" or r["case"]["kind"] == kind]
+            mine = sorted(((r, a) for r, a in mine if a is not None), key=lambda ra: ra[0]["ours"]["median_s"])
+            if not mine:
+                continue
+            label = "Semantic FPN" if task == "segment" else kind
+            fast = [r["ours"]["latency_ms"] / 1000 for r, _ in mine]
+            plain = [r["eager_fp32"]["latency_ms"] / 1000 for r, _ in mine]
+            acc = [a for _, a in mine]
+            ax.plot(fast, acc, "o-", color=colour, label=f"{label}, {mine[0][0]['case']['dtype']}")
+            ax.plot(plain, acc, "o--", color=colour, mfc="none", label=f"{label}, plain eager fp32")
+            for (r, a), x in zip(mine, fast):
+                ax.annotate(r["case"]["backbone"].replace("pvt_v2_", ""), (x, a), textcoords="offset points",
+                            xytext=(4, -10), fontsize=8)
+        peers = {}
+        for r in rows:
+            acc = published_accuracy(r)[1]
+            if acc is not None:
+                peers.setdefault(r["peer_name"], []).append((r["peer"]["latency_ms"] / 1000, acc))
+        for j, (name, points) in enumerate(sorted(peers.items())):
+            xs = sorted(x for x, _ in points)
+            ax.plot(xs[len(xs) // 2], points[0][1], "*", ms=13, color=f"C{len(kinds) + j}",
+                    label=f"torchvision {name}, {rows[0]['case']['dtype']}")
+        size = rows[0]["case"]["img_size"]
+        ax.set_xscale("log")
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis(matplotlib.ticker.FormatStrFormatter("%.2g"))
+        ax.set_xlabel(f"latency, s per {size[0]}x{size[1]} image ({rows[0]['machine'].get('threads', '?')} CPU threads)")
+        ax.set_ylabel("published COCO box AP" if task == "detect" else "published ADE20K mIoU")
+        ax.set_title("Detectors (COCO val2017)" if task == "detect" else "Semantic FPN (ADE20K val)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
