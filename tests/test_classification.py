@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from conftest import ENV, VENV_BIN, cli_args, hash_training_state, pvtv2_cmd
 import torch
 from safetensors.torch import load_file
@@ -14,7 +15,8 @@ from safetensors.torch import load_file
 import pvtv2
 from pvtv2.classification import TrainConfig, TrainingError, evaluate_checkpoint, predict, train
 from pvtv2.checkpoint import save_file
-from pvtv2.classification.data import DataError
+from pvtv2.classification.data import DataError, eval_transform
+from pvtv2.classification.predict import load_classifier
 from pvtv2.data import make_classification_dataset
 from pvtv2.engine import TrainingStateError
 from pvtv2.registry import REGISTRY
@@ -35,9 +37,9 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.slow
 def test_overfits_a_tiny_dataset(tmp_path):
-    data = make_classification_dataset(tmp_path / "d", classes=3, train_per_class=6, val_per_class=2,
+    data = make_classification_dataset(tmp_path / "d", classes=3, train_per_class=6, val_per_class=20,
                                        size=48, seed=3, progress=False)
-    shutil.rmtree(data / "val")
+    (data / "val").rename(data / "held_out")
     shutil.copytree(data / "train", data / "val")  # validate on the training images themselves
     train(TrainConfig(data=str(data), output=str(tmp_path / "run"), epochs=40, aa="none", mixup=0, cutmix=0,
                       reprob=0, smoothing=0, color_jitter=0, scale=(1.0, 1.0), eval_crop_pct=1.0,
@@ -48,6 +50,16 @@ def test_overfits_a_tiny_dataset(tmp_path):
     assert history[-1]["train_loss"] < 0.25 * history[0]["train_loss"]
     scores = evaluate_checkpoint(data, tmp_path / "run" / "best.safetensors", device="cpu", workers=0)
     assert scores["top1"] >= 99.9 and scores["images"] == 18
+    # bf16 on the 60 held-out images of this trained model: autocast (predict --amp bf16) and the weights
+    # held in bf16 (the model cast: oneDNN's bf16 kernels) give the float32 model's top-1 on every image.
+    best = tmp_path / "run" / "best.safetensors"
+    top1 = {amp: {r["path"]: r["top"][0]["index"] for r in predict([data / "held_out"], best, topk=1, amp=amp,
+                                                                   show_progress=False)} for amp in ("none", "bf16")}
+    assert len(top1["none"]) == 60 and top1["bf16"] == top1["none"]
+    net, _, size, crop = load_classifier(best)
+    x = torch.stack([eval_transform(size, crop)(Image.open(p).convert("RGB")) for p in top1["none"]])
+    with torch.inference_mode():
+        assert net.eval().bfloat16()(x.bfloat16()).argmax(1).tolist() == list(top1["none"].values())
 
 
 def test_outputs_and_metrics_format(tmp_path, tiny):

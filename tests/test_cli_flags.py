@@ -152,3 +152,13 @@ def test_eval_json_output_is_checked_before_the_work_and_written_atomically(caps
     _write_json(str(summary), {"AP": 0.5}, "--json")  # an existing summary is replaced, whole
     assert json.loads(summary.read_text()) == {"AP": 0.5} and sorted(p.name for p in tmp_path.iterdir()) == [
         "folder", "summary.json"]
+
+
+@pytest.mark.parametrize("command", [["predict"], ["eval", "--data"], ["detect", "predict"], ["segment", "predict"]])
+def test_amp_fp16_on_the_cpu_is_refused_before_anything_is_read(capsys, tmp_path, command):
+    # The inputs and the checkpoint do not exist: the precision is checked first, with the way out.
+    extra = ["--out", tmp_path / "o"] if command[0] in ("detect", "segment") else []
+    code, out, err = run(capsys, *command, tmp_path / "img.png", "--checkpoint", tmp_path / "none.safetensors",
+                         "--device", "cpu", "--amp", "fp16", *extra)
+    assert code == 2 and out == ""
+    assert "--amp fp16 needs a CUDA device; on the CPU use --amp bf16 (or none)" in err

@@ -170,7 +170,7 @@ def cmd_eval(args) -> int:
 
     _print_json(evaluate_checkpoint(args.data, args.checkpoint, model=args.model, img_size=args.img_size,
                                     batch_size=args.batch_size, workers=args.workers, device=args.device,
-                                    tf32=args.tf32))
+                                    tf32=args.tf32, amp=args.amp))
     return 0
 
 
@@ -179,7 +179,7 @@ def cmd_predict(args) -> int:
 
     records = predict(args.inputs, args.checkpoint, model=args.model, topk=args.topk, img_size=args.img_size,
                       batch_size=args.batch_size, workers=args.workers, device=args.device,
-                      max_image_pixels=args.max_image_pixels, tf32=args.tf32)
+                      max_image_pixels=args.max_image_pixels, tf32=args.tf32, amp=args.amp)
     if not args.output:
         for record in records:
             sys.stdout.write(json.dumps(record) + "\n")
@@ -480,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", default=2, help="image-loading processes", **workers)
     p.add_argument("--device", default="auto", **device)
     _tf32_flag(p)
+    _eval_amp_flag(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes for images or folders, as JSON lines")
@@ -492,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", default=2, help="image-loading processes", **workers)
     p.add_argument("--device", default="cpu", **device)
     _tf32_flag(p)
+    _eval_amp_flag(p)
     p.add_argument("--output", default=None, help="write JSON lines here instead of standard output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--max-image-pixels", type=int, default=None,

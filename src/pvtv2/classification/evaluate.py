@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..engine import DistEnv, autocast, backend_settings, init_distributed, progress, require_samples, using_backends
+from ..engine import (DistEnv, autocast, backend_settings, init_distributed, progress, require_samples, resolve_amp,
+                      using_backends)
 from ..errors import DataError
 from .data import SkippingImageFolder, collate_skipping, eval_transform, warn_skipped
 from .labels import folder_namings
@@ -50,8 +51,9 @@ def evaluate_checkpoint(data: str | Path, checkpoint: str | Path, *, model: str 
                         batch_size: int = 64, workers: int = 2, device: str = "auto", amp: str = "none",
                         tf32: bool = True) -> dict[str, Any]:
     """``pvtv2 eval``: accuracy of a checkpoint on ``data/val`` (or ``data`` itself if it holds class folders);
-    ``tf32``: TF32 products on CUDA (see :mod:`pvtv2.engine.backends`)."""
+    ``tf32``: TF32 products on CUDA (see :mod:`pvtv2.engine.backends`); ``amp``: autocast as in ``--amp``."""
     env = DistEnv(device=init_distributed(device).device)
+    amp = resolve_amp(amp, env.device)  # checked before the model is loaded
     with using_backends(backend_settings(env.device, tf32=tf32)):
         return _evaluate_checkpoint(data, checkpoint, env, model=model, img_size=img_size, batch_size=batch_size,
                                     workers=workers, amp=amp)

@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.images import ImageFiles, image_paths, require_images
-from ..engine import backend_settings, progress, using_backends
-from ..errors import CheckpointError
+from ..engine import autocast, backend_settings, progress, resolve_amp, using_backends
+from ..errors import CheckpointError, ConfigError
 from ..factory import create_model
 from .data import eval_transform
 from .labels import class_names
@@ -74,15 +74,19 @@ def predict(
     show_progress: bool = True,
     max_image_pixels: int | None = None,
     tf32: bool = True,
+    amp: str = "none",
 ) -> Iterator[dict[str, Any]]:
     """Yield one record per image: ``{"path", "top": [{"class", "index", "prob"}...]}``, or
     ``{"path", "error"}`` for a file that cannot be read (broken, or more pixels than
     ``max_image_pixels``, default PIL's limit) and for an image whose outputs are not finite
     (NaN/inf: damaged weights), so that every record is valid JSON. ``checkpoint`` may be an
     exported ``.onnx`` file, run with onnxruntime. Images load in ``workers`` processes (pinned
-    memory on CUDA); ``tf32``: TF32 products on CUDA. Raises :class:`DataError` when ``sources``
-    hold no image."""
+    memory on CUDA); ``tf32``: TF32 products on CUDA; ``amp``: ``none``, ``auto``, ``bf16`` or ``fp16``
+    autocast (not for ``.onnx`` files). Raises :class:`DataError` when ``sources`` hold no image."""
+    amp = resolve_amp(amp, torch.device(device))
     if str(checkpoint).endswith(".onnx"):
+        if amp != "none":
+            raise ConfigError(f"--amp {amp}: an .onnx file runs in the precision it was exported in")
         net = _OnnxClassifier(checkpoint)
         names, size, crop, device = net.class_names, net.input_size, net.crop_pct, "cpu"
     else:
@@ -98,7 +102,8 @@ def predict(
                 yield {"path": str(paths[i]), "error": err}
             if xs is None:
                 continue
-            logits = net(xs.to(device, non_blocking=True)).float()
+            with autocast(torch.device(device), amp):
+                logits = net(xs.to(device, non_blocking=True)).float()
             finite = logits.isfinite().all(dim=1).tolist()
             p, c = logits.softmax(dim=1).topk(k, dim=1)
             for row, i in enumerate(idx):
