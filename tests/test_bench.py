@@ -79,6 +79,25 @@ def test_bench_case_checks_outputs_against_timm():
     assert "faults" in format_result(r)
 
 
+def test_profile_groups_the_operator_time():
+    from pvtv2.bench.speed import OP_GROUPS, format_profile, profile_step
+
+    model = pvtv2.create_model("pvt_v2_b0").eval()
+    x = torch.randn(1, 3, 64, 64)
+
+    def step():
+        with torch.inference_mode():
+            return model(x)
+    p = profile_step(step)
+    assert set(p["groups"]) == {name for name, _ in OP_GROUPS} | {"other"}
+    assert sum(p["groups"].values()) == pytest.approx(1.0)
+    # b0's 8 blocks: 40 linear layers, 8 depth-wise and 4 patch-embedding and 6 reduction convolutions per call
+    assert p["groups"]["matrix products"] > 0.05 and p["groups"]["convolutions"] > 0.05
+    shares = [op["share"] for op in p["ops"]]
+    assert shares == sorted(shares, reverse=True) and len(shares) <= 12 and p["total_ms"] > 0
+    assert format_profile(p).startswith(f"profile ({p['total_ms']:.0f} ms of operator time per call): ")
+
+
 def test_page_fault_counter_sees_fresh_memory():
     from pvtv2.bench.speed import _page_faults
 

@@ -6,7 +6,8 @@ from pvtv2.bench.dense import DETECTIONS_PER_IMAGE, DenseCase, format_dense, pla
 
 
 def test_segmentation_bench_runs_both_models_and_reports_the_ratio():
-    case = DenseCase(task="segment", kind="fcn_resnet50", backbone="pvt_v2_b0", img_size=(64, 96), repeats=2, warmup=1)
+    case = DenseCase(task="segment", kind="fcn_resnet50", backbone="pvt_v2_b0", img_size=(64, 96), repeats=2, warmup=1,
+                     profile=True)
     result = run_dense_case(case)
     assert result["peer_name"] == "fcn_resnet50"
     assert result["params"]["peer"] > 30_000_000 > result["params"]["ours"] > 3_000_000
@@ -15,6 +16,7 @@ def test_segmentation_bench_runs_both_models_and_reports_the_ratio():
     # ours is also timed in plain eager float32, the reference of the fast paths' speed-up
     assert result["speedup"] == pytest.approx(result["eager_fp32"]["median_s"] / result["ours"]["median_s"])
     assert "plain eager fp32" in format_dense(result)
+    assert result["profile"]["groups"]["convolutions"] > 0  # where our step's time goes (--profile)
 
 
 def test_plain_kernels_switch_onednn_off_for_the_block_only():

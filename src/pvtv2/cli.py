@@ -409,8 +409,8 @@ def cmd_bench(args) -> int:
         kinds = args.kind or [{"detect": "retinanet", "segment": "fcn_resnet50"}[args.task]]
         size = args.img_size and (args.img_size * 2)[:2]  # one side: square
         compare_dense(args.task, kinds, args.model, img_size=size, batch_size=args.batch_size or 1, device=args.device,
-                      dtype=args.dtype, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-                      json_path=args.json)
+                      dtype=args.dtype, repeats=args.repeats, warmup=args.warmup, profile=args.profile,
+                      threads=args.threads, json_path=args.json)
     else:
         if args.kind:
             raise ConfigError("--kind: only with --task detect or segment")
@@ -424,8 +424,8 @@ def cmd_bench(args) -> int:
         compare_speed(args.model, args.mode, batch_size=args.batch_size or 8, img_size=img_size, device=args.device,
                       dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
                       compare=args.compare, peer_eager_fp32=args.peer_eager_fp32, agreement=args.agreement,
-                      grad_checkpointing=args.grad_checkpointing, ceiling=args.ceiling, repeats=args.repeats, warmup=args.warmup,
-                      threads=args.threads, json_path=args.json)
+                      grad_checkpointing=args.grad_checkpointing, ceiling=args.ceiling, profile=args.profile,
+                      repeats=args.repeats, warmup=args.warmup, threads=args.threads, json_path=args.json)
     return 0
 
 
@@ -669,6 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", default="cpu", **device)
+    p.add_argument("--profile", action="store_true",
+                   help="also where our model's time goes: torch.profiler's operator time by group (matrix products, "
+                        "convolutions, attention, ...) and the top operators, after the timing")
     p.add_argument("--ceiling", action="store_true",
                    help="inference on the CPU: also the achieved GFLOP/s as a fraction of the machine's "
                         "matrix-product ceiling in that precision (measured first)")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .speed import _autocast, _summary, float32_mode, machine_info, measure_step, on_device
+from .speed import _autocast, _summary, float32_mode, machine_info, measure_step, on_device, profile_step
 
 #: torchvision's ResNet-50 model that each of our kinds is compared with.
 DETECTION_PEERS = {
@@ -50,6 +50,7 @@ class DenseCase:
     dtype: str = "fp32"
     repeats: int = 5
     warmup: int = 2
+    profile: bool = False  # also where our step's time goes (speed.profile_step)
 
 
 def check_case(case: DenseCase) -> None:
@@ -175,6 +176,8 @@ def _run_dense_case(case: DenseCase, device: torch.device, seed: int) -> dict[st
                         "detections_per_image": boxes[name]}
     result["ratio"] = result["peer"]["median_s"] / result["ours"]["median_s"]
     result["speedup"] = result["eager_fp32"]["median_s"] / result["ours"]["median_s"]
+    if case.profile:
+        result["profile"] = profile_step(steps["ours"])
     return result
 
 

@@ -24,7 +24,8 @@ def _write_results(json_path: str | Path, device: str, results: list[dict[str, A
 def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, batch_size: int = 8, img_size: int = 224,
                   device: str = "cpu", dtype: str = "fp32", channels_last: bool = False, compile: bool = False,
                   compare: str = "timm", peer_eager_fp32: bool = False, agreement: bool = False,
-                  grad_checkpointing: bool = False, ceiling: bool = False, repeats: int = 10, warmup: int = 3, threads: int = 0, json_path: str | Path | None = None,
+                  grad_checkpointing: bool = False, ceiling: bool = False, profile: bool = False, repeats: int = 10,
+                  warmup: int = 3, threads: int = 0, json_path: str | Path | None = None,
                   log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Throughput, latency and memory of every (model, mode), ours against timm's with the same
     weights (``compare="timm"``), against our own ONNX export run by ONNX Runtime (``"onnxruntime"``:
@@ -32,12 +33,13 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
     setting. ``agreement`` adds the top-1 agreement with fp32 on real photographs (inference);
     ``grad_checkpointing`` (training only) our checkpointed model's speed and the memory it saves;
     ``ceiling`` (CPU) the achieved GFLOP/s as a fraction of the machine's matrix-product ceiling in
-    our precision (:func:`~pvtv2.bench.speed.matmul_ceiling`, measured once, before the cases).
-    Each result is logged as it comes; ``json_path`` also gets them all, after the machine's
+    our precision (:func:`~pvtv2.bench.speed.matmul_ceiling`, measured once, before the cases);
+    ``profile`` where our step's time goes (:func:`~pvtv2.bench.speed.profile_step`). Each result is logged as it comes; ``json_path`` also gets them all, after the machine's
     description. An unknown or absent device (``cuda:1`` on a one-GPU machine) is a
     :class:`~pvtv2.errors.ConfigError`."""
     from ..errors import ConfigError
-    from .speed import Case, Setting, add_ceiling, check_case, format_result, matmul_ceiling, run_case, top1_agreement
+    from .speed import (Case, Setting, add_ceiling, check_case, format_profile, format_result, matmul_ceiling, run_case,
+                        top1_agreement)
 
     device = str(resolve_device(device))
     if threads:
@@ -46,7 +48,7 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
     peer = Setting() if peer_eager_fp32 else Setting(dtype, channels_last, compile)
     cases = [Case(model=name, batch_size=batch_size, img_size=img_size, mode=mode, device=device, ours=ours, peer=peer,
                   repeats=repeats, warmup=warmup, grad_checkpointing=grad_checkpointing,
-                  peer_kind=compare)
+                  peer_kind=compare, profile=profile)
              for name in models for mode in modes]
     for case in cases:  # every case checked before the first one runs
         check_case(case, compare != "none")
@@ -72,6 +74,8 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
         if agreement and case.mode == "infer":
             r["top1_agreement_vs_fp32"] = top1_agreement(case.model, ours, img_size=img_size, device=device)
             line += f" | top-1 agreement {r['top1_agreement_vs_fp32']:.1%}"
+        if "profile" in r:
+            line += "\n  " + format_profile(r["profile"])
         results.append(r)
         log(line)
     if json_path:
@@ -81,7 +85,7 @@ def compare_speed(models: Sequence[str], modes: Sequence[str] = ("infer",), *, b
 
 def compare_dense(task: str, kinds: Sequence[str], backbones: Sequence[str], *, img_size: tuple[int, int] | None = None,
                   batch_size: int = 1, device: str = "cpu", dtype: str = "fp32", repeats: int = 5, warmup: int = 2,
-                  threads: int = 0, json_path: str | Path | None = None,
+                  profile: bool = False, threads: int = 0, json_path: str | Path | None = None,
                   log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Inference latency of our detectors (``task="detect"``, ``kinds``: retinanet, fasterrcnn,
     maskrcnn, fcos) or Semantic FPN (``"segment"``, ``kinds``: the peers fcn_resnet50,
@@ -89,12 +93,14 @@ def compare_dense(task: str, kinds: Sequence[str], backbones: Sequence[str], *, 
     scale unless ``img_size`` (H, W) is given. Logged as they come; ``json_path`` as in
     :func:`compare_speed`."""
     from .dense import DenseCase, check_case, format_dense, run_dense_case
+    from .speed import format_profile
 
     device = str(resolve_device(device))
     if threads:
         torch.set_num_threads(threads)
     cases = [DenseCase(task=task, kind=kind, backbone=backbone, img_size=img_size and tuple(img_size),
-                       batch_size=batch_size, device=device, dtype=dtype, repeats=repeats, warmup=warmup)
+                       batch_size=batch_size, device=device, dtype=dtype, repeats=repeats, warmup=warmup,
+                       profile=profile)
              for kind in kinds for backbone in backbones]
     for case in cases:  # every kind checked before the first one runs
         check_case(case)
@@ -102,7 +108,7 @@ def compare_dense(task: str, kinds: Sequence[str], backbones: Sequence[str], *, 
     for case in cases:
         r = run_dense_case(case)
         results.append(r)
-        log(format_dense(r))
+        log(format_dense(r) + ("\n  " + format_profile(r["profile"]) if "profile" in r else ""))
     if json_path:
         _write_results(json_path, device, results, log)
     return results

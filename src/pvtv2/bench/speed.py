@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import platform
 import statistics
 import time
@@ -66,6 +67,7 @@ class Case:
     warmup: int = 3
     grad_checkpointing: bool = False  # train: also run ours with blocks recomputed in backward
     peer_kind: str = "timm"  # or "onnxruntime": our own ONNX export run by ONNX Runtime (CPU inference)
+    profile: bool = False  # also where our step's time goes (profile_step)
 
 
 #: The peers ``run_case`` can compare with.
@@ -325,6 +327,8 @@ def _run_case(case: Case, device: torch.device, compare: bool, seed: int) -> dic
             if added is not None:
                 peak[name] = max(peak.get(name, 0.0), added)
     result: dict[str, Any] = {"case": {**asdict(case), "ours": case.ours.label(), "peer": case.peer.label()}}
+    if case.profile:
+        result["profile"] = profile_step(steps["ours"])
     for name in steps:
         result[name] = _summary(times[name], case.batch_size)
         # Minor page faults: the allocator handing memory back to the OS and getting it again.
@@ -422,6 +426,49 @@ def top1_agreement(model_name: str, setting: Setting, *, img_size: int = 224, de
         with float32_mode(dev, setting.dtype), _autocast(dev, setting.dtype):
             got = fast(xs).float().argmax(1)
     return (got == reference).float().mean().item()
+
+
+#: Operator groups of :func:`profile_step`, first match wins (a substring of the profiler's op name).
+OP_GROUPS = (
+    ("matrix products", ("addmm", "::mm", "bmm", "linear", "matmul")),
+    ("convolutions", ("conv",)),
+    ("attention kernel and softmax", ("scaled_dot_product", "softmax")),
+    ("normalisation", ("norm",)),
+    ("activations", ("gelu", "relu", "sigmoid", "silu")),
+    ("detection post-processing", ("topk", "nms", "sort", "nonzero", "index", "roi_align", "where", "eq", "gt")),
+    ("copies, casts, layout", ("copy", "cat", "clone", "contiguous", "fill", "to_copy", "pad", "upsample")),
+)
+
+
+def profile_step(step: Callable[[], Any], steps: int = 2) -> dict[str, Any]:
+    """Where one call of ``step`` spends its time, from ``torch.profiler`` over ``steps`` calls (after the
+    timing, so warm): ``total_ms`` per call, ``groups`` (:data:`OP_GROUPS` and "other": share of the time),
+    ``ops`` (the 12 operators with the most self time: name, ms per call, share, calls per call). CPU time
+    of the operators themselves (their own work, not their children's)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no "gpuGetDeviceCount failed" line on a machine without a GPU
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    groups: dict[str, float] = {name: 0.0 for name, _ in OP_GROUPS}
+    groups["other"] = 0.0
+    for e in events:
+        name = next((g for g, keys in OP_GROUPS if any(k in e.key for k in keys)), "other")
+        groups[name] += e.self_cpu_time_total / total
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
+    return {"total_ms": total / 1000 / steps, "groups": groups,
+            "ops": [{"op": e.key, "ms": e.self_cpu_time_total / 1000 / steps, "share": e.self_cpu_time_total / total,
+                     "calls": e.count / steps} for e in top]}
+
+
+def format_profile(profile: dict[str, Any]) -> str:
+    """One line: the groups by share, largest first."""
+    parts = sorted(profile["groups"].items(), key=lambda kv: -kv[1])
+    return (f"profile ({profile['total_ms']:.0f} ms of operator time per call): "
+            + ", ".join(f"{name} {share:.0%}" for name, share in parts if share >= 0.005))
 
 
 def _mem(r: dict[str, Any]) -> str:
