@@ -162,8 +162,18 @@ CPU_PEERS = {  # result file -> (title, command): issue 19's comparisons against
                     "pvtv2 bench --model pvt_v2_b0 pvt_v2_b2 --batch-size 8 --repeats 10 --compare onnxruntime --ceiling"),
     "ort_bf16w_b2_b8": ("bf16 inference (model cast to bfloat16) against ONNX Runtime's float32, b2, batch 8",
                         "pvtv2 bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16-weights "
-                        "--peer-eager-fp32 --compare onnxruntime --ceiling --agreement"),
+                        "--peer-eager-fp32 --compare onnxruntime --ceiling --agreement --profile"),
 }
+
+
+def _profile_text(r: dict, what: str) -> str:
+    """A result's ``--profile`` as a sentence: the operator groups by share, then the top operators."""
+    p = r["profile"]
+    groups = sorted(p["groups"].items(), key=lambda kv: -kv[1])
+    ops = ", ".join(f"`{o['op']}` {o['share']:.0%}" for o in p["ops"][:6])
+    return (f"Where the time of {what} goes (`--profile`, {p['total_ms']:.0f} ms of operator time per call): "
+            + ", ".join(f"{name} {share:.0%}" for name, share in groups if share >= 0.005)
+            + f"; top operators: {ops}.\n")
 
 
 def cpu_peers_section() -> str:
@@ -189,7 +199,7 @@ def cpu_peers_section() -> str:
                        f"{p['gflops_per_second']:.0f} ({p['fraction_of_ceiling']:.0%}) | "
                        f"**{r['speedup_vs_onnxruntime']:.2f}x** | {r['max_abs_diff']:.1e} | "
                        f"{'' if agree is None else f'{agree:.0%} of 16 photos'} |")
-        out.append("")
+        out += [""] + [_profile_text(r, f"{r['case']['model']} {r['case']['ours']}") for r in rows if "profile" in r]
     return "\n".join(out)
 
 
@@ -198,9 +208,11 @@ def cpu_peers_section() -> str:
 _BACKBONES = "pvt_v2_b0 pvt_v2_b1 pvt_v2_b2 pvt_v2_b2_li pvt_v2_b3 pvt_v2_b4 pvt_v2_b5"
 DENSE_CPU = {
     "dense_detect_bf16": f"pvtv2 bench --task detect --kind retinanet maskrcnn --model {_BACKBONES} --dtype bf16 "
-                         f"--repeats 3 --warmup 1",
-    "dense_fcos_bf16": "pvtv2 bench --task detect --kind fcos --model pvt_v2_b0 pvt_v2_b2 --dtype bf16 --repeats 3 --warmup 1",
-    "dense_segment_bf16": f"pvtv2 bench --task segment --kind fcn_resnet50 --model {_BACKBONES} --dtype bf16 --repeats 5",
+                         f"--repeats 3 --warmup 1 --profile",
+    "dense_fcos_bf16": "pvtv2 bench --task detect --kind fcos --model pvt_v2_b0 pvt_v2_b2 --dtype bf16 --repeats 3 --warmup 1 "
+                       "--profile",
+    "dense_segment_bf16": f"pvtv2 bench --task segment --kind fcn_resnet50 --model {_BACKBONES} --dtype bf16 --repeats 5 "
+                          f"--profile",
     "dense_deeplab_bf16": "pvtv2 bench --task segment --kind deeplabv3_resnet50 --model pvt_v2_b2 --dtype bf16 --repeats 5",
 }
 #: the dense-prediction target of issue 19: the fast path at least this much faster than plain eager float32
@@ -231,6 +243,13 @@ def dense_cpu_section(results_dir: Path = RESULTS) -> str:
         out.append(f"| {c['task']} | {ours} | {c['img_size'][0]}x{c['img_size'][1]} | {_boxes(r)} | "
                    f"{r['ours']['latency_ms']:.0f} | {r['eager_fp32']['latency_ms']:.0f} | **{r['speedup']:.2f}x** | "
                    f"{r['peer_name']} | {r['peer']['latency_ms']:.0f} | {r['ratio']:.2f}x | {acc} |")
+    out.append("")
+    for r in results:  # the smallest and the largest backbone of each kind
+        c = r["case"]
+        same = [q["case"]["backbone"] for q in results if (q["case"]["task"], q["case"]["kind"]) == (c["task"], c["kind"])]
+        if "profile" in r and c["backbone"] in (same[0], same[-1]):
+            name = c["kind"] if c["task"] == "detect" else "Semantic FPN"
+            out.append(_profile_text(r, f"{name} {c['backbone']} in {c['dtype']}"))
     met = [r for r in results if r["speedup"] >= DENSE_TARGET]
     out += ["", f"Target (fast path >= {DENSE_TARGET:.0f}x plain eager float32): met by {len(met)} of {len(results)} "
                 f"(speed-ups {min(r['speedup'] for r in results):.2f}x to {max(r['speedup'] for r in results):.2f}x)."]

@@ -24,13 +24,13 @@ $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --compile --peer-eager-f
 $PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16 --compile --peer-eager-fp32 --agreement --json "$OUT/compile_bf16_b2_b8.json"
 # Issue 19: against ONNX Runtime running our own export, and the fraction of the matrix-product ceiling.
 $PV bench --model pvt_v2_b0 pvt_v2_b2 --batch-size 8 --repeats 10 --compare onnxruntime --ceiling --json "$OUT/ort_fp32_b8.json"
-$PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16-weights --peer-eager-fp32 --compare onnxruntime --ceiling --agreement --json "$OUT/ort_bf16w_b2_b8.json"
+$PV bench --model pvt_v2_b2 --batch-size 8 --repeats 10 --dtype bf16-weights --peer-eager-fp32 --compare onnxruntime --ceiling --agreement --profile --json "$OUT/ort_bf16w_b2_b8.json"
 # Issue 19: detectors and Semantic FPN on the fast CPU path (bf16) against torchvision's ResNet-50 models and
 # against themselves in plain eager float32 (about 25 minutes); report.py draws the speed-accuracy figure.
 B="pvt_v2_b0 pvt_v2_b1 pvt_v2_b2 pvt_v2_b2_li pvt_v2_b3 pvt_v2_b4 pvt_v2_b5"
-$PV bench --task detect --kind retinanet maskrcnn --model $B --dtype bf16 --repeats 3 --warmup 1 --json "$OUT/dense_detect_bf16.json"
-$PV bench --task detect --kind fcos --model pvt_v2_b0 pvt_v2_b2 --dtype bf16 --repeats 3 --warmup 1 --json "$OUT/dense_fcos_bf16.json"
-$PV bench --task segment --kind fcn_resnet50 --model $B --dtype bf16 --repeats 5 --json "$OUT/dense_segment_bf16.json"
+$PV bench --task detect --kind retinanet maskrcnn --model $B --dtype bf16 --repeats 3 --warmup 1 --profile --json "$OUT/dense_detect_bf16.json"
+$PV bench --task detect --kind fcos --model pvt_v2_b0 pvt_v2_b2 --dtype bf16 --repeats 3 --warmup 1 --profile --json "$OUT/dense_fcos_bf16.json"
+$PV bench --task segment --kind fcn_resnet50 --model $B --dtype bf16 --repeats 5 --profile --json "$OUT/dense_segment_bf16.json"
 $PV bench --task segment --kind deeplabv3_resnet50 --model pvt_v2_b2 --dtype bf16 --repeats 5 --json "$OUT/dense_deeplab_bf16.json"
 $PV bench --scaling --reference --out "$OUT/scaling" --budget-gmacs 1400 --repeats 3
 .venv/bin/python benchmarks/report.py

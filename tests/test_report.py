@@ -62,11 +62,15 @@ def test_dense_cpu_section_tables_the_speed_up_and_draws_the_figure(report, tmp_
                 "ratio": 1200.0 / ours_ms, "speedup": plain_ms / ours_ms}
 
     rows = [result("retinanet", "pvt_v2_b0", 600.0, 1260.0), result("maskrcnn", "pvt_v2_b2", 1500.0, 2250.0)]
+    rows[0]["profile"] = {"total_ms": 610.0, "groups": {"convolutions": 0.4, "matrix products": 0.35, "other": 0.25},
+                          "ops": [{"op": "aten::mkldnn_convolution", "ms": 244.0, "share": 0.4, "calls": 90}]}
     (tmp_path / "dense_detect_bf16.json").write_text(json.dumps([{"machine": {"threads": 2}}, *rows]))
     text = report.dense_cpu_section(tmp_path)
     assert "| detect | retinanet pvt_v2_b0 | 800x1216 | 100 | 600 | 1260 | **2.10x** | retinanet_resnet50_fpn | 1200 " \
            "| 2.00x | 37.2 (36.4) |" in text
     assert "| maskrcnn pvt_v2_b2 |" in text and "**1.50x**" in text and "45.3 (37.9)" in text
     assert "met by 1 of 2 (speed-ups 1.50x to 2.10x)" in text
+    assert ("Where the time of retinanet pvt_v2_b0 in bf16 goes (`--profile`, 610 ms of operator time per call): "
+            "convolutions 40%, matrix products 35%, other 25%; top operators: `aten::mkldnn_convolution` 40%.") in text
     assert "--json results/dense_detect_bf16.json" in text and "dense_fcos_bf16" not in text
     assert (tmp_path / "speed_accuracy.png").stat().st_size > 10_000
