@@ -41,6 +41,7 @@ from ..checkpoint.dense import (DenseCheckpoint, backbone_from_keys, is_torch_fi
                                 mmdet_retinanet_to_pvtv2, read_dense_checkpoint)
 from ..errors import CheckpointError
 from ..factory import create_model
+from ..layers.onednn import channels_last_pays
 from ..model import PyramidVisionTransformerV2
 from .atss import ATSS
 from .cascade_rcnn import CascadeMaskRCNN
@@ -196,7 +197,8 @@ class PVTv2FPN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         feats = self.body.forward_features(x)[self.first_stage - 1:]
-        return self.fpn(OrderedDict((str(i), f.contiguous()) for i, f in enumerate(feats)))
+        layout = torch.channels_last if channels_last_pays(x) else torch.contiguous_format
+        return self.fpn(OrderedDict((str(i), f.contiguous(memory_format=layout)) for i, f in enumerate(feats)))
 
 
 def create_backbone(backbone_name: str, kind: str, *, pretrained_backbone: Any = None, drop_path_rate: float = 0.1,

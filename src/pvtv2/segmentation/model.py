@@ -21,6 +21,7 @@ from ..checkpoint import TaskFile, load_task_file, save_task_file
 from ..checkpoint.dense import backbone_from_keys, is_torch_file, load_strict, mmseg_fpn_to_pvtv2, read_dense_checkpoint
 from ..errors import CheckpointError
 from ..factory import create_model
+from ..layers.onednn import channels_last_pays
 from ..model import PyramidVisionTransformerV2
 
 
@@ -65,7 +66,8 @@ class SemanticFPN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone.forward_features(x)
-        pyramid = self.neck(OrderedDict((str(i), f.contiguous()) for i, f in enumerate(feats)))
+        layout = torch.channels_last if channels_last_pays(x) else torch.contiguous_format
+        pyramid = self.neck(OrderedDict((str(i), f.contiguous(memory_format=layout)) for i, f in enumerate(feats)))
         logits = self.head(list(pyramid.values()))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
