@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pvtv2.bench.dense import DETECTIONS_PER_IMAGE, DenseCase, format_dense, plain_kernels, run_dense_case
+from pvtv2.bench.dense import DETECTIONS_PER_IMAGE, DenseCase, format_dense, plain_paths, run_dense_case
 
 
 def test_segmentation_bench_runs_both_models_and_reports_the_ratio():
@@ -19,23 +19,18 @@ def test_segmentation_bench_runs_both_models_and_reports_the_ratio():
     assert result["profile"]["groups"]["convolutions"] > 0  # where our step's time goes (--profile)
 
 
-def test_plain_kernels_switch_onednn_off_for_the_block_only():
+def test_plain_paths_switch_every_cpu_fast_path_off_for_the_block_only():
     from pvtv2.detection import create_detector
 
     model = create_detector("retinanet", "pvt_v2_b0", num_classes=3)
     model.backbone.body.set_onednn(True)
-    settings = [m for m in model.modules() if hasattr(m, "onednn")]
-    assert len(settings) > 20  # every linear layer and feed-forward of the backbone inside the detector
-    with plain_kernels(model):
-        assert all(m.onednn is False for m in settings)
-    assert all(m.onednn is True for m in settings)
-
-
-def test_dense_bench_rejects_unknown_peers():
-    with pytest.raises(ValueError, match="fcn_resnet50, deeplabv3_resnet50"):
-        run_dense_case(DenseCase(task="segment", kind="unet"))
-    with pytest.raises(ValueError, match="no torchvision peer"):
-        run_dense_case(DenseCase(task="detect", kind="yolo"))
+    linear = [m for m in model.modules() if hasattr(m, "onednn")]
+    assert len(linear) > 20  # every linear layer and feed-forward of the backbone inside the detector
+    with plain_paths(model):
+        assert all(m.onednn is False for m in linear)
+        assert model.backbone.channels_last is False and model.prune_candidates is False
+    assert all(m.onednn is True for m in linear)
+    assert model.backbone.channels_last is None and model.prune_candidates is True
 
 
 @pytest.mark.parametrize("kind", ["retinanet", pytest.param("maskrcnn", marks=pytest.mark.slow)])

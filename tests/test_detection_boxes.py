@@ -62,3 +62,41 @@ def test_torchvision_detectors_return_float32_boxes_under_autocast(kind, keep_al
         out = model([torch.rand(3, 64, 80)])[0]
     # torchvision alone decodes, clips and rescales them in bf16 (its anchors follow the maps' dtype)
     assert out["boxes"].dtype == torch.float32 and len(out["boxes"]) > 0
+
+
+@pytest.mark.parametrize("n, k", [(10_944_000, 1000), (100_000, 1000), (70_000, 1000), (300, 1000)])
+def test_top_k_takes_the_same_elements_as_topk(n, k):
+    from pvtv2.detection.retinanet import top_k
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g)
+    x[n // 3] = 50.0  # one outlier, in the middle of a block
+    values, idx = top_k(x, k)
+    ref_values, ref_idx = x.topk(min(k, n))
+    assert torch.equal(values, ref_values) and torch.equal(idx, ref_idx) and idx[0] == n // 3
+    many_equal = torch.zeros(4_096_000)  # every element ties: any k of them, all zeros
+    values, idx = top_k(many_equal, 5)
+    assert values.tolist() == [0.0] * 5 and len(set(idx.tolist())) == 5
+
+
+@pytest.mark.parametrize("thresh", [0.0, 0.5])
+def test_retinanet_keeps_torchvision_s_detections(thresh):
+    from torchvision.models.detection import RetinaNet as TorchvisionRetinaNet
+
+    model = create_detector("retinanet", "pvt_v2_b0", 3, min_size=640, max_size=640).eval()
+    model.score_thresh = thresh
+    g = torch.Generator().manual_seed(0)
+    # The head's outputs for a 640x640 image (P3-P7: 80..5 cells a side, 9 anchors, 20 classes: 1.15M scores on
+    # P3, where top_k prunes by blocks) and its anchors; half the scores pass 0.5.
+    cells = [80 * 80, 40 * 40, 20 * 20, 10 * 10, 5 * 5]
+    head = {"cls_logits": [torch.randn(1, 9 * c, 20, generator=g) for c in cells],
+            "bbox_regression": [0.2 * torch.randn(1, 9 * c, 4, generator=g) for c in cells]}
+    anchors = [[torch.rand(9 * c, 2, generator=g).mul(600).repeat(1, 2) + torch.tensor([0, 0, 30, 30])
+                for c in cells]]
+    from pvtv2.detection.retinanet import BLOCK
+    assert head["cls_logits"][0].numel() // BLOCK >= 4 * model.topk_candidates  # the pruning path
+    ours = model.postprocess_detections(head, anchors, [(640, 640)])[0]
+    theirs = TorchvisionRetinaNet.postprocess_detections(model, head, anchors, [(640, 640)])[0]
+    assert len(ours["boxes"]) == model.detections_per_img == 100
+    for key in ("boxes", "scores", "labels"):
+        assert torch.equal(ours[key], theirs[key]), key

@@ -10,8 +10,9 @@ pastes a mask per box: torchvision's random Mask R-CNN kept 100 boxes per image 
 each side. Both also take the input at its own size (their resize is a no-op), so a small ``img_size``
 really measures a small image.
 
-Ours is also timed in plain eager float32 (PyTorch's own kernels: :mod:`pvtv2.layers.onednn` off), the
-path every user had before the CPU fast paths; ``speedup`` is that time over ours in ``dtype``.
+Ours is also timed in plain eager float32 (PyTorch's own kernels and layouts, torchvision's candidate selection:
+:func:`plain_paths`), the path every user had before the CPU fast paths; ``speedup`` is that time over ours
+in ``dtype``.
 """
 from __future__ import annotations
 
@@ -109,22 +110,28 @@ def _detections(out: Any) -> float | None:
     return None
 
 
+#: Module attributes that switch a CPU fast path of this package, and their value in plain eager float32:
+#: oneDNN's kernels (pvtv2.layers.onednn), channels-last necks, RetinaNet's pruned candidate selection.
+FAST_PATH_SWITCHES = {"onednn": False, "channels_last": False, "prune_candidates": False}
+
+
 @contextlib.contextmanager
-def plain_kernels(model: nn.Module) -> Iterator[None]:
-    """Within the block, every module of ``model`` that may take oneDNN's kernels
-    (:mod:`pvtv2.layers.onednn`) takes PyTorch's own; their settings are restored after it."""
-    settings = [(m, m.onednn) for m in model.modules() if hasattr(m, "onednn")]
-    for m, _ in settings:
-        m.onednn = False
+def plain_paths(model: nn.Module) -> Iterator[None]:
+    """Within the block, every CPU fast path of ``model`` (:data:`FAST_PATH_SWITCHES`) is off, as in plain
+    eager PyTorch before them; the modules' settings are restored after it."""
+    settings = [(m, name, getattr(m, name)) for m in model.modules() for name in FAST_PATH_SWITCHES if hasattr(m, name)]
+    for m, name, _ in settings:
+        setattr(m, name, FAST_PATH_SWITCHES[name])
     try:
         yield
     finally:
-        for m, setting in settings:
-            m.onednn = setting
+        for m, name, value in settings:
+            setattr(m, name, value)
 
 
 def _step(model: nn.Module, case: DenseCase, device: torch.device, *, plain: bool = False) -> Callable[[], Any]:
-    """One inference call; ``plain``: in eager float32 with PyTorch's own kernels whatever ``case.dtype``."""
+    """One inference call; ``plain``: in eager float32 without the CPU fast paths (:func:`plain_paths`)
+    whatever ``case.dtype``."""
     g = torch.Generator().manual_seed(0)
     images = torch.rand(case.batch_size, 3, *case.img_size, generator=g).to(device)
     detect = case.task == "detect"
@@ -132,7 +139,7 @@ def _step(model: nn.Module, case: DenseCase, device: torch.device, *, plain: boo
     dtype = "fp32" if plain else case.dtype
 
     def step():
-        kernels = plain_kernels(model) if plain else contextlib.nullcontext()
+        kernels = plain_paths(model) if plain else contextlib.nullcontext()
         with float32_mode(device, dtype), torch.inference_mode(), _autocast(device, dtype), kernels:
             out = model(x)
         return out if detect else out["out"] if isinstance(out, dict) else out

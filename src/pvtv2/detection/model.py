@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 import torch.nn.functional as F
-from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, roi_align
@@ -47,6 +47,7 @@ from .atss import ATSS
 from .cascade_rcnn import CascadeMaskRCNN
 from .fp32_boxes import Float32BoxCoder, use_float32_boxes
 from .gfl import GFL
+from .retinanet import RetinaNet
 from .sparse_rcnn import SparseRCNN
 
 DETECTORS = {"retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN, "fcos": FCOS, "atss": ATSS,
@@ -194,10 +195,11 @@ class PVTv2FPN(nn.Module):
         self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=extra_blocks)
         self.out_channels = out_channels
         self.strides = [2 ** (s + 1) for s in range(first_stage, 5)] + EXTRA_LEVELS[extra]
+        self.channels_last: bool | None = None  # the FPN (and the heads) on channels-last maps: None where it pays
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         feats = self.body.forward_features(x)[self.first_stage - 1:]
-        layout = torch.channels_last if channels_last_pays(x) else torch.contiguous_format
+        layout = torch.channels_last if channels_last_pays(x, self.channels_last) else torch.contiguous_format
         return self.fpn(OrderedDict((str(i), f.contiguous(memory_format=layout)) for i, f in enumerate(feats)))
 
 

@@ -66,15 +66,16 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
-def channels_last_pays(x: torch.Tensor) -> bool:
+def channels_last_pays(x: torch.Tensor, setting: bool | None = None) -> bool:
     """Whether the convolutional necks and heads on the backbone's maps (the detectors' FPN and heads,
-    Semantic FPN) take channels-last maps: on the CPU, in eager mode, where oneDNN's convolutions and
+    Semantic FPN) take channels-last maps; ``setting`` (the neck's ``channels_last``) ``False`` never,
+    else on the CPU, in eager mode, where oneDNN's convolutions and
     PyTorch's bilinear upsampling are faster in that layout (Semantic FPN b2 at 512x512 on 2 cores: 1.2x
     in float32, 1.4x in bf16, the upsampling alone up to 100x on small maps; RetinaNet, FCOS, Mask R-CNN
     b0: 1.08x in float32, the same in bf16). Same numbers to float rounding; GPUs, tracing, compiling and
     exporting keep the default layout."""
-    return (x.device.type == "cpu" and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-            and not _exporting())
+    return (setting is not False and x.device.type == "cpu" and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and not _exporting())
 
 
 def depthwise_conv_gelu(x: torch.Tensor, conv: nn.Conv2d, setting: bool | None = None) -> torch.Tensor:

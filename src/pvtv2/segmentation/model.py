@@ -63,10 +63,11 @@ class SemanticFPN(nn.Module):
         self.neck = FeaturePyramidNetwork(list(backbone.embed_dims), fpn_channels)
         self.head = SemanticFPNHead(fpn_channels, head_channels, num_classes, dropout=dropout)
         self.num_classes = num_classes
+        self.channels_last: bool | None = None  # the neck and head on channels-last maps: None where it pays
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone.forward_features(x)
-        layout = torch.channels_last if channels_last_pays(x) else torch.contiguous_format
+        layout = torch.channels_last if channels_last_pays(x, self.channels_last) else torch.contiguous_format
         pyramid = self.neck(OrderedDict((str(i), f.contiguous(memory_format=layout)) for i, f in enumerate(feats)))
         logits = self.head(list(pyramid.values()))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
