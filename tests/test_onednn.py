@@ -106,3 +106,12 @@ def test_detector_necks_take_channels_last_maps_on_the_cpu_with_the_same_numbers
         assert fast[name].is_contiguous(memory_format=torch.channels_last)
         assert not plain[name].is_contiguous(memory_format=torch.channels_last) or plain[name].shape[-1] == 1
         assert (fast[name] - plain[name]).abs().max() < 1e-4
+
+
+def test_detectors_reading_maps_through_roi_align_keep_the_default_layout():
+    from pvtv2.detection import create_detector
+    from pvtv2.detection.model import ROI_KINDS
+
+    for kind in ("retinanet", "fcos", "atss", "gfl", *ROI_KINDS):
+        neck = create_detector(kind, "pvt_v2_b0", 3, pretrained_backbone=None).backbone
+        assert neck.channels_last is (False if kind in ROI_KINDS else None), kind
