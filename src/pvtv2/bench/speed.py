@@ -430,13 +430,14 @@ def top1_agreement(model_name: str, setting: Setting, *, img_size: int = 224, de
 
 #: Operator groups of :func:`profile_step`, first match wins (a substring of the profiler's op name).
 OP_GROUPS = (
-    ("matrix products", ("addmm", "::mm", "bmm", "linear", "matmul")),
+    ("matrix products", ("addmm", "::mm", "bmm", "_linear", "aten::linear", "matmul")),
     ("convolutions", ("conv",)),
     ("attention kernel and softmax", ("scaled_dot_product", "softmax")),
     ("normalisation", ("norm",)),
     ("activations", ("gelu", "relu", "sigmoid", "silu")),
+    ("upsampling", ("upsample", "grid_sampler")),
     ("detection post-processing", ("topk", "nms", "sort", "nonzero", "index", "roi_align", "where", "eq", "gt")),
-    ("copies, casts, layout", ("copy", "cat", "clone", "contiguous", "fill", "to_copy", "pad", "upsample")),
+    ("copies, casts, layout", ("copy", "cat", "clone", "contiguous", "fill", "to_copy", "pad")),
 )
 
 
