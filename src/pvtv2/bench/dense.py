@@ -244,7 +244,11 @@ def plot_speed_accuracy(results: list[dict[str, Any]], path: str | Path) -> Path
         kinds = sorted({r["case"]["kind"] for r in rows}) if task == "detect" else ["semantic_fpn"]
         for i, kind in enumerate(kinds):
             colour = f"C{i}"
-            mine = [(r, published_accuracy(r)[0]) for r in rows if task == "segment" or r["case"]["kind"] == kind]
+            same = {}  # one point per backbone (a segmenter is timed once per peer)
+            for r in rows:
+                if task == "segment" or r["case"]["kind"] == kind:
+                    same.setdefault(r["case"]["backbone"], r)
+            mine = [(r, published_accuracy(r)[0]) for r in same.values()]
             mine = sorted(((r, a) for r, a in mine if a is not None), key=lambda ra: ra[0]["ours"]["median_s"])
             if not mine:
                 continue
