@@ -471,7 +471,7 @@ larger backbones, whose share they are not, Mask R-CNN passes. FCOS b0: half its
 convolutions, where oneDNN's bf16 kernels gain about 2x over float32, and the backbone's large-map attention
 (softmax over 60800 x 950 scores at stage 1) gains less. What bf16 changed: every float32 convolution and
 matrix product of the backbone and heads runs in bf16 (oneDNN, AVX512-BF16), the early stages' attention
-runs in cache-sized chunks (:func:`pvtv2.layers.attention.chunked_attention`, 1.3-2.5x PyTorch's CPU flash
+runs in cache-sized chunks (`pvtv2.layers.attention.chunked_attention`, 1.3-2.5x PyTorch's CPU flash
 kernel in bf16), the necks and heads read channels-last maps (not for RoI Align's kinds), and RetinaNet
 picks each level's 1000 candidates through block maxima instead of `topk` over 10.9M scores.
 
