@@ -49,7 +49,8 @@ def test_dense_bench_from_the_command_line(capsys, tmp_path):
     assert result["ours"]["peak_memory_mb"] is None  # measured on CUDA only
     assert out.splitlines() == [f"segment fcn_resnet50 pvt_v2_b0 2x 64x64 fp32 on cpu: ours "
                                 f"{result['ours']['latency_ms']:.0f} ms, fcn_resnet50 "
-                                f"{result['peer']['latency_ms']:.0f} ms, {result['ratio']:.2f}x", f"wrote {path}"]
+                                f"{result['peer']['latency_ms']:.0f} ms, {result['ratio']:.2f}x; {result['speedup']:.2f}x "
+                                f"ours in plain eager fp32 ({result['eager_fp32']['latency_ms']:.0f} ms)", f"wrote {path}"]
 
 
 def test_dense_bench_defaults_to_the_test_scales():
