@@ -139,8 +139,8 @@ def _step(model: nn.Module, case: DenseCase, device: torch.device, *, plain: boo
     dtype = "fp32" if plain else case.dtype
 
     def step():
-        kernels = plain_paths(model) if plain else contextlib.nullcontext()
-        with float32_mode(device, dtype), torch.inference_mode(), _autocast(device, dtype), kernels:
+        paths = plain_paths(model) if plain else contextlib.nullcontext()
+        with float32_mode(device, dtype), torch.inference_mode(), _autocast(device, dtype), paths:
             out = model(x)
         return out if detect else out["out"] if isinstance(out, dict) else out
     return step
