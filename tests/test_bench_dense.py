@@ -31,6 +31,10 @@ def test_plain_paths_switch_every_cpu_fast_path_off_for_the_block_only():
         assert model.backbone.channels_last is False and model.prune_candidates is False
     assert all(m.onednn is True for m in linear)
     assert model.backbone.channels_last is None and model.prune_candidates is True
+    two_stage = create_detector("maskrcnn", "pvt_v2_b0", num_classes=3)
+    with plain_paths(two_stage):
+        assert two_stage.roi_heads.box_roi_pool.parallel is False and two_stage.roi_heads.mask_roi_pool.parallel is False
+    assert two_stage.roi_heads.mask_roi_pool.parallel is None
 
 
 @pytest.mark.parametrize("kind", ["retinanet", pytest.param("maskrcnn", marks=pytest.mark.slow)])

@@ -100,3 +100,38 @@ def test_retinanet_keeps_torchvision_s_detections(thresh):
     assert len(ours["boxes"]) == model.detections_per_img == 100
     for key in ("boxes", "scores", "labels"):
         assert torch.equal(ours[key], theirs[key]), key
+
+
+def test_parallel_roi_align_pools_what_torchvision_pools():
+    from collections import OrderedDict
+
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from pvtv2.detection.roi_align import MIN_ROIS, ParallelRoIAlign, parallel_pays
+
+    g = torch.Generator().manual_seed(0)
+    maps = OrderedDict((str(i), torch.randn(2, 8, 64 >> i, 96 >> i, generator=g)) for i in range(4))
+    boxes = []
+    for n in (150, 37):  # two images, unequal counts: the shares must go back image by image
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([300.0, 200.0])
+        boxes.append(torch.cat([xy, xy + 4 + torch.rand(n, 2, generator=g) * 120], 1))
+    shapes = [(256, 384), (256, 384)]
+    theirs = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    ours = ParallelRoIAlign(["0", "1", "2", "3"], 7, 2)
+    threads = torch.get_num_threads()  # the suite's workers run one thread each: the split needs several
+    torch.set_num_threads(3)
+    try:
+        assert parallel_pays(maps["0"], 187) and not parallel_pays(maps["0"], MIN_ROIS - 1)
+        with torch.no_grad():
+            assert torch.equal(ours(maps, boxes, shapes), theirs(maps, boxes, shapes))
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # as autocast runs torchvision's: float32 inside
+                low = {k: v.bfloat16() for k, v in maps.items()}
+                got, expected = ours(low, boxes, shapes), theirs(low, boxes, shapes)
+            assert got.dtype == expected.dtype == torch.bfloat16 and torch.equal(got, expected)
+        assert not parallel_pays(maps["0"].detach().requires_grad_(), 187)  # training keeps torchvision's single call
+        ours.parallel = False  # the module's switch: torchvision's single call
+        with torch.no_grad():
+            assert torch.equal(ours(maps, boxes, shapes), theirs(maps, boxes, shapes))
+    finally:
+        torch.set_num_threads(threads)
+    assert not parallel_pays(maps["0"], 187) or threads > 1

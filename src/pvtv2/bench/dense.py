@@ -111,8 +111,9 @@ def _detections(out: Any) -> float | None:
 
 
 #: Module attributes that switch a CPU fast path of this package, and their value in plain eager float32:
-#: oneDNN's kernels (pvtv2.layers.onednn), channels-last necks, RetinaNet's pruned candidate selection.
-FAST_PATH_SWITCHES = {"onednn": False, "channels_last": False, "prune_candidates": False}
+#: oneDNN's kernels (pvtv2.layers.onednn), channels-last necks, RetinaNet's pruned candidate selection, RoI Align
+#: over several threads (pvtv2.detection.roi_align).
+FAST_PATH_SWITCHES = {"onednn": False, "channels_last": False, "prune_candidates": False, "parallel": False}
 
 
 @contextlib.contextmanager

@@ -48,6 +48,7 @@ from .cascade_rcnn import CascadeMaskRCNN
 from .fp32_boxes import Float32BoxCoder, use_float32_boxes
 from .gfl import GFL
 from .retinanet import RetinaNet
+from .roi_align import use_parallel_roi_align
 from .sparse_rcnn import SparseRCNN
 
 DETECTORS = {"retinanet": RetinaNet, "fasterrcnn": FasterRCNN, "maskrcnn": MaskRCNN, "fcos": FCOS, "atss": ATSS,
@@ -242,6 +243,7 @@ def create_detector(kind: str, backbone_name: str, num_classes: int, *, pretrain
     backbone = create_backbone(backbone_name, kind, pretrained_backbone=pretrained_backbone, drop_path_rate=drop_path_rate)
     model = use_float32_boxes(DETECTORS[kind](backbone, num_classes=num_classes + 1, min_size=min_size,
                                               max_size=max_size, **{**TEST_OVERRIDES.get(kind, {}), **kwargs}))
+    model = use_parallel_roi_align(model)
     model.kind, model.backbone_name, model.num_object_classes = kind, backbone_name, num_classes
     return model
 
@@ -276,6 +278,7 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
         model = use_float32_boxes(DETECTORS[kind](_with_fpn(f.backbone, kind, neck), num_classes=len(f.class_names) + 1,
                                                   min_size=tuple(f.json("min_size")), max_size=int(f.json("max_size")),
                                                   **{**TEST_OVERRIDES.get(kind, {}), **arch, **kwargs}))
+        model = use_parallel_roi_align(model)
         model.kind, model.num_object_classes = kind, len(f.class_names)
         return model
 
