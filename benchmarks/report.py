@@ -461,19 +461,17 @@ float32 on trained models (`detect eval/predict --amp bf16`: every float32 detec
 > 0.9 with its score within 0.02; `segment eval --amp bf16`: mIoU within 0.5).
 
 {dense_cpu_section()}
-What stands in the way where the target is missed. Mask R-CNN on the small backbones: the profile's
-"detection post-processing" is RoI Align (torchvision's CPU kernel has no bf16 path: under autocast the
-maps go back to float32 on every call, and the official config's adaptive sampling reads up to 8 x 8
-points per bin on large proposals) and the box head's NMS over 1000 proposals x 80 classes (the benchmark's
-score threshold 0 keeps them all; at COCO's 0.05 a trained model keeps few): they cost the same in float32
-and bf16 and dilute the speed-up of the rest (the convolutions and the backbone gain 2x or more); with the
-larger backbones, whose share they are not, Mask R-CNN passes. FCOS b0: half its time is the head's 3x3
-convolutions, where oneDNN's bf16 kernels gain about 2x over float32, and the backbone's large-map attention
-(softmax over 60800 x 950 scores at stage 1) gains less. What bf16 changed: every float32 convolution and
+What stands in the way where the target is missed (b0, the smallest backbone, where the heads weigh most):
+the heads' 3x3 convolutions are about half of the bf16 time and gain about 2x from bf16 (oneDNN), no more;
+the backbone's large-map attention (softmax over 60800 x 950 scores at stage 1) gains less; Mask R-CNN also
+spends a sixth of its time in work that costs the same in both precisions: RoI Align (torchvision's kernel has
+no bf16 path; it now runs on both cores) and the box head's NMS over 1000 proposals x 80 classes (the
+benchmark's score threshold 0 keeps them all; at COCO's 0.05 a trained model keeps few). What bf16 changed: every float32 convolution and
 matrix product of the backbone and heads runs in bf16 (oneDNN, AVX512-BF16), the early stages' attention
 runs in cache-sized chunks (`pvtv2.layers.attention.chunked_attention`, 1.3-2.5x PyTorch's CPU flash
-kernel in bf16), the necks and heads read channels-last maps (not for RoI Align's kinds), and RetinaNet
-picks each level's 1000 candidates through block maxima instead of `topk` over 10.9M scores.
+kernel in bf16), the necks and heads read channels-last maps (not for RoI Align's kinds), RetinaNet
+picks each level's 1000 candidates through block maxima instead of `topk` over 10.9M scores, and RoI Align
+pools each image's RoIs on every core.
 
 {cuda}## Complexity study: time and memory against resolution
 
