@@ -162,3 +162,15 @@ def test_amp_fp16_on_the_cpu_is_refused_before_anything_is_read(capsys, tmp_path
                          "--device", "cpu", "--amp", "fp16", *extra)
     assert code == 2 and out == ""
     assert "--amp fp16 needs a CUDA device; on the CPU use --amp bf16 (or none)" in err
+    assert not (tmp_path / "o").exists()  # refused before the output folder is made
+
+
+def test_amp_auto_with_an_onnx_classifier_means_its_own_precision(capsys, tmp_path):
+    from pvtv2.classification.predict import predict
+
+    # `auto` is fine for an .onnx file (it runs as exported), an explicit precision is refused, naming the flag
+    with pytest.raises(ValueError, match=r"--amp bf16: an \.onnx file runs in the precision it was exported in"):
+        list(predict([tmp_path], tmp_path / "m.onnx", amp="bf16"))
+    with pytest.raises(Exception) as auto:
+        list(predict([tmp_path], tmp_path / "m.onnx", amp="auto", device="cuda"))
+    assert "--amp" not in str(auto.value)  # past the precision check: the missing file is what fails

@@ -79,6 +79,18 @@ def test_top_k_takes_the_same_elements_as_topk(n, k):
     assert values.tolist() == [0.0] * 5 and len(set(idx.tolist())) == 5
 
 
+def test_top_k_on_nothing_and_on_nan():
+    from pvtv2.detection.retinanet import top_k
+
+    g = torch.Generator().manual_seed(0)
+    for x in (torch.empty(0), torch.randn(2_100_000, generator=g)):
+        assert top_k(x, 0)[0].numel() == 0
+    with_nan = torch.randn(2_100_000, generator=g)
+    with_nan[::20_000] = float("nan")  # NaN in 105 blocks: topk's own ranking (NaN first), not a crash
+    values, idx = top_k(with_nan, 1000)
+    assert torch.equal(idx, with_nan.topk(1000).indices) and values[:105].isnan().all() and not values[105:].isnan().any()
+
+
 @pytest.mark.parametrize("thresh", [0.0, 0.5])
 def test_retinanet_keeps_torchvision_s_detections(thresh):
     from torchvision.models.detection import RetinaNet as TorchvisionRetinaNet
@@ -93,8 +105,9 @@ def test_retinanet_keeps_torchvision_s_detections(thresh):
             "bbox_regression": [0.2 * torch.randn(1, 9 * c, 4, generator=g) for c in cells]}
     anchors = [[torch.rand(9 * c, 2, generator=g).mul(600).repeat(1, 2) + torch.tensor([0, 0, 30, 30])
                 for c in cells]]
-    from pvtv2.detection.retinanet import BLOCK
+    from pvtv2.detection.retinanet import BLOCK, prune_pays
     assert head["cls_logits"][0].numel() // BLOCK >= 4 * model.topk_candidates  # the pruning path
+    assert prune_pays(head["cls_logits"][0]) and not prune_pays(head["cls_logits"][0].to("meta"))
     ours = model.postprocess_detections(head, anchors, [(640, 640)])[0]
     theirs = TorchvisionRetinaNet.postprocess_detections(model, head, anchors, [(640, 640)])[0]
     assert len(ours["boxes"]) == model.detections_per_img == 100
@@ -128,7 +141,8 @@ def test_parallel_roi_align_pools_what_torchvision_pools():
                 low = {k: v.bfloat16() for k, v in maps.items()}
                 got, expected = ours(low, boxes, shapes), theirs(low, boxes, shapes)
             assert got.dtype == expected.dtype == torch.bfloat16 and torch.equal(got, expected)
-        assert not parallel_pays(maps["0"].detach().requires_grad_(), 187)  # training keeps torchvision's single call
+        assert not parallel_pays(maps["0"].detach().requires_grad_(), 187)  # gradients: torchvision's single call
+        assert not parallel_pays(maps["0"], 187, training=True)  # and in training mode (a validation loss)
         ours.parallel = False  # the module's switch: torchvision's single call
         with torch.no_grad():
             assert torch.equal(ours(maps, boxes, shapes), theirs(maps, boxes, shapes))

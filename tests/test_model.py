@@ -108,6 +108,10 @@ def test_chunked_bf16_attention_is_attention_and_taken_only_where_it_pays():
     assert not chunked_bf16_pays(q.bfloat16(), k.bfloat16(), training=True)  # training keeps the fused kernel
     assert not chunked_bf16_pays(q.float(), k.float(), training=False)  # float32: the fused kernel is faster
     assert not chunked_bf16_pays(q.bfloat16().to("meta"), k.bfloat16().to("meta"), training=False)  # not a CPU
+    wanted = q.bfloat16().requires_grad_()
+    assert not chunked_bf16_pays(wanted, k.bfloat16(), training=False)  # gradients wanted (Grad-CAM...): fused
+    with torch.no_grad():
+        assert chunked_bf16_pays(wanted, k.bfloat16(), training=False)
     # In a block at a detection input's stage-1 size (9216 queries, 576 keys): bf16 against float32.
     attn = SpatialReductionAttention(32, 1, sr_ratio=4).eval()
     x = torch.randn(1, 96 * 96, 32)
@@ -115,6 +119,11 @@ def test_chunked_bf16_attention_is_attention_and_taken_only_where_it_pays():
         ref = attn(x, 96, 96)
         low = attn.bfloat16()(x.bfloat16(), 96, 96)
     assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
+    # An eval-mode bf16 model with gradients on (saliency maps) takes the fused kernel and back-propagates.
+    model = pvtv2.create_model("pvt_v2_b0").eval().bfloat16()
+    image = torch.randn(1, 3, 64, 64, dtype=torch.bfloat16, requires_grad=True)
+    model(image).max().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
 
 
 def test_drop_path_grows_linearly():

@@ -66,27 +66,18 @@ def test_per_pixel_logits_at_input_size(name, size):
 
 
 def test_channels_last_head_computes_what_the_default_layout_does():
-    model = create_segmenter("pvt_v2_b0", 5)
+    model = create_segmenter("pvt_v2_b0", 5).eval()
     x = torch.randn(2, 3, 64, 96)
-
-    def run(channels_last: bool | None, train: bool) -> torch.Tensor:
-        model.channels_last = channels_last
-        model.train(train)
-        model.zero_grad()
-        torch.manual_seed(0)  # the same dropout mask
-        out = model(x)
-        if not train:
-            return out.detach()
-        out.square().mean().backward()
-        return model.head.classifier.weight.grad.clone()
-
-    # None: where it pays (the CPU); evaluations first: a training pass updates BatchNorm's running statistics
-    outputs = {layout: run(layout, False) for layout in (None, False)}
-    grads = {layout: run(layout, True) for layout in (None, False)}
+    outputs = {}
+    with torch.no_grad():
+        for layout in (None, False):  # None: where it pays (CPU inference); False: never
+            model.channels_last = layout
+            outputs[layout] = model(x)
     assert outputs[None].is_contiguous(memory_format=torch.channels_last)
     assert not outputs[False].is_contiguous(memory_format=torch.channels_last)
     assert (outputs[None] - outputs[False]).abs().max() < 1e-4
-    assert torch.allclose(grads[None], grads[False], atol=1e-6, rtol=1e-4)
+    model.channels_last = None
+    assert not model.train()(x).is_contiguous(memory_format=torch.channels_last)  # training keeps the default
 
 
 def test_backbone_takes_pretrained_weights(tmp_path):

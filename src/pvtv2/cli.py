@@ -267,8 +267,11 @@ def cmd_detect_eval(args) -> int:
 
 def cmd_detect_predict(args) -> int:
     from .detection import predict
+    from .engine import resolve_amp
+    from .engine.distributed import resolve_device
     from .fileio import prepare_output_folder
 
+    resolve_amp(args.amp, resolve_device(args.device))  # refused before the output folder is made
     prepare_output_folder(args.out, "--out")
     records = predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh, device=args.device,
                       max_image_pixels=args.max_image_pixels, workers=args.workers, tf32=args.tf32, amp=args.amp)
@@ -310,9 +313,12 @@ def cmd_segment_eval(args) -> int:
 
 
 def cmd_segment_predict(args) -> int:
+    from .engine import resolve_amp
+    from .engine.distributed import resolve_device
     from .fileio import prepare_output_folder
     from .segmentation import predict
 
+    resolve_amp(args.amp, resolve_device(args.device))  # refused before the output folder is made
     prepare_output_folder(args.out, "--out")
     records = predict(args.inputs, args.checkpoint, args.out, mode=args.mode,
                       scale=tuple(args.scale) if args.scale else None, crop=args.crop, device=args.device,

@@ -203,7 +203,7 @@ class PVTv2FPN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         feats = self.body.forward_features(x)[self.first_stage - 1:]
-        layout = torch.channels_last if channels_last_pays(x, self.channels_last) else torch.contiguous_format
+        layout = torch.channels_last if channels_last_pays(x, self.channels_last, self.training) else torch.contiguous_format
         return self.fpn(OrderedDict((str(i), f.contiguous(memory_format=layout)) for i, f in enumerate(feats)))
 
 

@@ -14,6 +14,8 @@ import torch
 from torchvision.models.detection import RetinaNet as _TorchvisionRetinaNet
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
+from ..layers.onednn import exporting
+
 #: Elements per block of :func:`top_k`'s first pass.
 BLOCK = 256
 
@@ -22,32 +24,42 @@ def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``x.topk(min(k, x.numel()))`` of a 1-D tensor: the same values and indices (ties aside), largest
     first. On a large ``x`` the k-th largest of the per-block maxima (blocks of :data:`BLOCK`) is a lower
     bound of the k-th largest element (k blocks hold an element at least that large), so only the few
-    elements above it go to ``topk``: about 10x faster than ``topk`` on 10.9M scores."""
+    elements above it go to ``topk``: about 10x faster than ``topk`` on 10.9M scores. With NaNs (which
+    ``topk`` ranks first and the bound cannot) it falls back to ``topk``."""
     n = x.numel()
     k = min(k, n)
     blocks = n // BLOCK
-    if blocks < 4 * k:  # too few blocks to prune much
+    if k < 1 or blocks < 4 * k:  # nothing to pick, or too few blocks to prune much
         return x.topk(k)
     maxima = x[: blocks * BLOCK].view(blocks, BLOCK).amax(dim=1)
     if n > blocks * BLOCK:
         maxima = torch.cat([maxima, x[blocks * BLOCK:].amax()[None]])
     bound = maxima.topk(k).values[-1]
     candidates = (x >= bound).nonzero().squeeze(1)
+    if len(candidates) < k:  # a NaN bound, or NaN blocks left out: topk's own ranking
+        return x.topk(k)
     values, order = x[candidates].topk(k)
     return values, candidates[order]
 
 
+def prune_pays(logits: torch.Tensor) -> bool:
+    """Whether :func:`top_k` picks the candidates: on the CPU, in eager mode (a GPU's ``topk`` is fast, and
+    the pruning's ``nonzero`` would wait for the device)."""
+    return (logits.device.type == "cpu" and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+            and not torch.compiler.is_compiling() and not exporting())
+
+
 class RetinaNet(_TorchvisionRetinaNet):
-    """torchvision's ``RetinaNet`` (same parameters, losses, anchors and outputs) whose inference picks
-    each level's candidates with :func:`top_k` on the logits (``prune_candidates = False``: torchvision's
-    own selection)."""
+    """torchvision's ``RetinaNet`` (same parameters, losses, anchors and outputs) whose CPU inference picks
+    each level's candidates with :func:`top_k` on the logits where :func:`prune_pays`
+    (``prune_candidates = False``: torchvision's own selection everywhere)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.prune_candidates = True
 
     def postprocess_detections(self, head_outputs, anchors, image_shapes):
-        if not self.prune_candidates:
+        if not self.prune_candidates or not prune_pays(head_outputs["cls_logits"][0]):
             return super().postprocess_detections(head_outputs, anchors, image_shapes)
         detections = []
         for index, image_shape in enumerate(image_shapes):

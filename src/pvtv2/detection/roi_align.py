@@ -16,16 +16,19 @@ from torch import nn
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import _setup_scales
 
+from ..layers.onednn import exporting
+
 #: Fewer RoIs than this run in one call (threads would cost more than they save).
 MIN_ROIS = 64
 
 
-def parallel_pays(feature: torch.Tensor, num_rois: int) -> bool:
-    """Whether the RoIs are split over threads: CPU inference (no gradients wanted), eager, enough RoIs."""
-    return (feature.device.type == "cpu" and torch.get_num_threads() > 1 and num_rois >= MIN_ROIS
+def parallel_pays(feature: torch.Tensor, num_rois: int, training: bool = False) -> bool:
+    """Whether the RoIs are split over threads: CPU inference (not ``training``, no gradients wanted), eager,
+    enough RoIs."""
+    return (feature.device.type == "cpu" and not training and torch.get_num_threads() > 1 and num_rois >= MIN_ROIS
             and not (torch.is_grad_enabled() and feature.requires_grad)
             and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting())
+            and not exporting())
 
 
 class ParallelRoIAlign(MultiScaleRoIAlign):
@@ -40,7 +43,7 @@ class ParallelRoIAlign(MultiScaleRoIAlign):
     def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]]) -> torch.Tensor:
         maps = [v for k, v in x.items() if k in self.featmap_names]
-        if self.parallel is False or not maps or not parallel_pays(maps[0], sum(len(b) for b in boxes)):
+        if self.parallel is False or not maps or not parallel_pays(maps[0], sum(len(b) for b in boxes), self.training):
             return super().forward(x, boxes, image_shapes)
         if self.scales is None or self.map_levels is None:  # set once, here, before the threads read them
             self.scales, self.map_levels = _setup_scales(maps, image_shapes, self.canonical_scale,

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ffn import map_to_tokens, tokens_to_map
-from .onednn import Linear
+from .onednn import Linear, exporting
 
 
 class SpatialReductionAttention(nn.Module):
@@ -39,8 +39,8 @@ class SpatialReductionAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.sr_ratio = sr_ratio
-        # Fused scaled_dot_product_attention; False selects the explicit softmax(QK^T)V
-        # reference path (same numbers to float rounding).
+        # Fused scaled_dot_product_attention (in bf16 CPU inference: chunked_attention); False
+        # selects the explicit softmax(QK^T)V reference path (same numbers to float rounding).
         self.fused = True
 
         self.q = Linear(dim, dim, bias=qkv_bias)
@@ -66,7 +66,7 @@ class SpatialReductionAttention(nn.Module):
         q = self.q(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
         kv = self.kv(self.reduce(x, H, W))
         k, v = kv.view(B, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        if chunked_bf16_pays(q, k, self.training):
+        if self.fused and chunked_bf16_pays(q, k, self.training):
             x = chunked_attention(q, k, v, self.scale)
         elif self.fused:
             drop = self.attn_drop.p if self.training else 0.0
@@ -84,12 +84,14 @@ ATTENTION_CHUNK_BYTES = 4 * 2**20
 
 def chunked_bf16_pays(q: torch.Tensor, k: torch.Tensor, training: bool) -> bool:
     """Whether :func:`chunked_attention` replaces ``scaled_dot_product_attention``: bfloat16 inference on the
-    CPU, outside tracing, compiling and export. PyTorch's CPU flash kernel runs PVTv2's small heads (32-64
+    CPU (not training, no gradient wanted), outside tracing, scripting, compiling and export. PyTorch's CPU flash kernel runs PVTv2's small heads (32-64
     channels) in bf16 no faster than in float32; on two cores the chunked form ran 1.3-2.5x faster at every
     shape of the detectors' and segmenters' stages (60800 queries x 950 keys down to 950 x 950, 1-8 heads)
     and 1.2x at a 224x224 classifier's. GPUs, training and float32 keep the fused kernel."""
     return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and not training
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not torch.compiler.is_exporting())
+            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
+            and not exporting())
 
 
 def chunk_rows(q: torch.Tensor, k: torch.Tensor) -> int:
@@ -142,7 +144,7 @@ class LinearSRA(SpatialReductionAttention):
         self.act = nn.GELU()
 
     def reduce(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        if torch.compiler.is_exporting():
+        if exporting():
             # (B, H, W, C) -> (B, 7, 7, C) as two matmuls, valid for any exported H, W.
             B, _, C = x.shape
             grid = x.view(B, H, W, C)

@@ -31,7 +31,9 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _DTYPES = (torch.float32, torch.bfloat16)
 
 
-def _exporting() -> bool:
+def exporting() -> bool:
+    """Whether an ONNX or ``torch.export`` export is tracing the code (``torch.compiler.is_exporting``
+    where this torch has it)."""
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return torch.onnx.is_in_onnx_export() or (is_exporting is not None and is_exporting())
 
@@ -42,7 +44,7 @@ def onednn_pays(x: torch.Tensor, weight: torch.Tensor, setting: bool | None = No
     weights (no autocast); ``None`` (the default) on x86 CPUs only."""
     if setting is False or not AVAILABLE or type(x) is not torch.Tensor or x.device.type != "cpu":
         return False  # GPUs leave here, before any other test; tracers pass tensor subclasses (FakeTensor...)
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or _exporting():
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or exporting():
         return False
     return (
         x.dtype in _DTYPES and weight.dtype == x.dtype
@@ -66,16 +68,16 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
-def channels_last_pays(x: torch.Tensor, setting: bool | None = None) -> bool:
+def channels_last_pays(x: torch.Tensor, setting: bool | None = None, training: bool = False) -> bool:
     """Whether the convolutional necks and heads on the backbone's maps (the detectors' FPN and heads,
     Semantic FPN) take channels-last maps; ``setting`` (the neck's ``channels_last``) ``False`` never,
-    else on the CPU, in eager mode, where oneDNN's convolutions and
+    else in CPU inference (not ``training``), in eager mode, where oneDNN's convolutions and
     PyTorch's bilinear upsampling are faster in that layout (Semantic FPN b2 at 512x512 on 2 cores: 1.2x
     in float32, 1.4x in bf16, the upsampling alone up to 100x on small maps; RetinaNet, FCOS, Mask R-CNN
-    b0: 1.08x in float32, the same in bf16). Same numbers to float rounding; GPUs, tracing, compiling and
-    exporting keep the default layout."""
-    return (setting is not False and x.device.type == "cpu" and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling() and not _exporting())
+    b0: 1.08x in float32, the same in bf16). Same numbers to float rounding; GPUs, training, tracing,
+    compiling and exporting keep the default layout."""
+    return (setting is not False and not training and x.device.type == "cpu" and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling() and not exporting())
 
 
 def depthwise_conv_gelu(x: torch.Tensor, conv: nn.Conv2d, setting: bool | None = None) -> torch.Tensor:

@@ -67,7 +67,7 @@ class SemanticFPN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone.forward_features(x)
-        layout = torch.channels_last if channels_last_pays(x, self.channels_last) else torch.contiguous_format
+        layout = torch.channels_last if channels_last_pays(x, self.channels_last, self.training) else torch.contiguous_format
         pyramid = self.neck(OrderedDict((str(i), f.contiguous(memory_format=layout)) for i, f in enumerate(feats)))
         logits = self.head(list(pyramid.values()))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
