@@ -83,10 +83,11 @@ def predict(
     exported ``.onnx`` file, run with onnxruntime. Images load in ``workers`` processes (pinned
     memory on CUDA); ``tf32``: TF32 products on CUDA; ``amp``: ``none``, ``auto``, ``bf16`` or ``fp16``
     autocast (not for ``.onnx`` files). Raises :class:`DataError` when ``sources`` hold no image."""
-    if str(checkpoint).endswith(".onnx") and amp not in ("none", "auto"):
+    onnx = str(checkpoint).endswith(".onnx")
+    if onnx and amp not in ("none", "auto"):
         raise ConfigError(f"--amp {amp}: an .onnx file runs in the precision it was exported in")
-    amp = "none" if str(checkpoint).endswith(".onnx") else resolve_amp(amp, torch.device(device))
-    if str(checkpoint).endswith(".onnx"):
+    amp = "none" if onnx else resolve_amp(amp, torch.device(device))
+    if onnx:
         net = _OnnxClassifier(checkpoint)
         names, size, crop, device = net.class_names, net.input_size, net.crop_pct, "cpu"
     else:

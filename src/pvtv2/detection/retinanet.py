@@ -14,7 +14,7 @@ import torch
 from torchvision.models.detection import RetinaNet as _TorchvisionRetinaNet
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from ..layers.onednn import exporting
+from ..layers.onednn import eager
 
 #: Elements per block of :func:`top_k`'s first pass.
 BLOCK = 256
@@ -45,8 +45,7 @@ def top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 def prune_pays(logits: torch.Tensor) -> bool:
     """Whether :func:`top_k` picks the candidates: on the CPU, in eager mode (a GPU's ``topk`` is fast, and
     the pruning's ``nonzero`` would wait for the device)."""
-    return (logits.device.type == "cpu" and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not torch.compiler.is_compiling() and not exporting())
+    return logits.device.type == "cpu" and eager()
 
 
 class RetinaNet(_TorchvisionRetinaNet):

@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import _setup_scales
 
-from ..layers.onednn import exporting
+from ..layers.onednn import eager
 
 #: Fewer RoIs than this run in one call (threads would cost more than they save).
 MIN_ROIS = 64
@@ -26,9 +26,7 @@ def parallel_pays(feature: torch.Tensor, num_rois: int, training: bool = False) 
     """Whether the RoIs are split over threads: CPU inference (not ``training``, no gradients wanted), eager,
     enough RoIs."""
     return (feature.device.type == "cpu" and not training and torch.get_num_threads() > 1 and num_rois >= MIN_ROIS
-            and not (torch.is_grad_enabled() and feature.requires_grad)
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
-            and not exporting())
+            and not (torch.is_grad_enabled() and feature.requires_grad) and eager())
 
 
 class ParallelRoIAlign(MultiScaleRoIAlign):

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ffn import map_to_tokens, tokens_to_map
-from .onednn import Linear, exporting
+from .onednn import Linear, eager, exporting
 
 
 class SpatialReductionAttention(nn.Module):
@@ -89,9 +89,7 @@ def chunked_bf16_pays(q: torch.Tensor, k: torch.Tensor, training: bool) -> bool:
     shape of the detectors' and segmenters' stages (60800 queries x 950 keys down to 950 x 950, 1-8 heads)
     and 1.2x at a 224x224 classifier's. GPUs, training and float32 keep the fused kernel."""
     return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and not training
-            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
-            and not exporting())
+            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)) and eager())
 
 
 def chunk_rows(q: torch.Tensor, k: torch.Tensor) -> int:

@@ -38,13 +38,19 @@ def exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or (is_exporting is not None and is_exporting())
 
 
+def eager() -> bool:
+    """Whether the code runs eagerly: not traced, scripted, compiled or exported (every CPU fast path of this
+    package is taken in eager mode only; tracers and compilers see the plain ops)."""
+    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or exporting())
+
+
 def onednn_pays(x: torch.Tensor, weight: torch.Tensor, setting: bool | None = None) -> bool:
     """Whether the op on input ``x`` with ``weight`` runs through oneDNN: ``setting`` (a module's
     ``onednn``) ``False`` never, else only in eager CPU inference in float32 or in bfloat16 with bf16
     weights (no autocast); ``None`` (the default) on x86 CPUs only."""
     if setting is False or not AVAILABLE or type(x) is not torch.Tensor or x.device.type != "cpu":
         return False  # GPUs leave here, before any other test; tracers pass tensor subclasses (FakeTensor...)
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or exporting():
+    if not eager():
         return False
     return (
         x.dtype in _DTYPES and weight.dtype == x.dtype
@@ -76,8 +82,7 @@ def channels_last_pays(x: torch.Tensor, setting: bool | None = None, training: b
     in float32, 1.4x in bf16, the upsampling alone up to 100x on small maps; RetinaNet, FCOS, Mask R-CNN
     b0: 1.08x in float32, the same in bf16). Same numbers to float rounding; GPUs, training, tracing,
     compiling and exporting keep the default layout."""
-    return (setting is not False and not training and x.device.type == "cpu" and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling() and not exporting())
+    return setting is not False and not training and x.device.type == "cpu" and eager()
 
 
 def depthwise_conv_gelu(x: torch.Tensor, conv: nn.Conv2d, setting: bool | None = None) -> torch.Tensor:
