@@ -48,6 +48,8 @@ def test_overfits_a_tiny_dataset(tmp_path):
     assert len(history) == 40
     assert history[-1]["val_top1"] >= 99.9, history[-1]
     assert history[-1]["train_loss"] < 0.25 * history[0]["train_loss"]
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert all(g["fused"] for g in state["optimizer"]["param_groups"])  # AdamW's CPU kernel (engine.adamw_options)
     scores = evaluate_checkpoint(data, tmp_path / "run" / "best.safetensors", device="cpu", workers=0)
     assert scores["top1"] >= 99.9 and scores["images"] == 18
     # bf16 on the 60 held-out images of this trained model: autocast (predict --amp bf16) and the weights

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import save_file
 from ..engine import (FP16_NONFINITE_PATIENCE, DistEnv, LossMeter, RunFolder, SeededSampler, SeededSamples,
-                      TrainingStateError, autocast, begin_epoch, launch, make_scaler, optimizer_step, progress,
-                      require_samples, resolve_amp, seed_everything, seed_worker)
+                      TrainingStateError, adamw_options, autocast, begin_epoch, launch, make_scaler, optimizer_step,
+                      progress, require_samples, resolve_amp, seed_everything, seed_worker)
 from ..errors import DataError
 from ..factory import create_model
 from ..model import list_models
@@ -147,7 +147,8 @@ def _train(cfg: TrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     # Layer-wise lr decay: timm groups the parameters by model.group_matcher() (stem, stages, head)
     # and scales each group's lr, which its schedulers apply (param_group["lr_scale"]).
     optimizer = create_optimizer_v2(model, opt="adamw", lr=lr, weight_decay=cfg.weight_decay, eps=cfg.opt_eps,
-                                    layer_decay=cfg.layer_decay if cfg.layer_decay < 1 else None)
+                                    layer_decay=cfg.layer_decay if cfg.layer_decay < 1 else None,
+                                    **adamw_options(env.device))
     scaler = make_scaler(amp, env.device)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
 

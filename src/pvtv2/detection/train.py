@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..engine import (FP16_NONFINITE_PATIENCE, DistEnv, LossMeter, RunFolder, SeededSampler, SeededSamples, autocast,
-                      begin_epoch, launch, make_scaler, optimizer_step, progress, require_samples, resolve_amp,
-                      seed_everything, seed_worker)
+from ..engine import (FP16_NONFINITE_PATIENCE, DistEnv, LossMeter, RunFolder, SeededSampler, SeededSamples,
+                      adamw_options, autocast, begin_epoch, launch, make_scaler, optimizer_step, progress,
+                      require_samples, resolve_amp, seed_everything, seed_worker)
 from ..errors import DataError
 from ..model import list_models
 from .augment import Flip, MultiScaleCrop
@@ -86,7 +86,8 @@ def _train(cfg: DetTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     if env.distributed and env.device.type == "cuda":  # the cascade's box heads have BatchNorm (SyncBN in the config)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(env.device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.no_decay_keys), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.no_decay_keys), lr=cfg.lr,
+                                  **adamw_options(env.device))
     scaler = make_scaler(amp, env.device)
 
     meta = {"task": "detect", "kind": cfg.kind, "model": cfg.model, "classes": train_set.class_names}

@@ -2,7 +2,7 @@
 folder (lock, config.json, metrics, curves, best/last checkpoints), distributed set-up,
 seeding, mixed precision, exact resume and progress bars."""
 from .amp import auto_amp, autocast, make_scaler, optimizer_step, resolve_amp
-from .backends import BackendSettings, backend_settings, using_backends
+from .backends import BackendSettings, adamw_options, backend_settings, using_backends
 from .checkpointing import TrainingStateError, load_training_state, restore_training_state, save_training_state
 from .config import RunConfig, check_range, option
 from .distributed import DistEnv, check_device_name, init_distributed, is_main_process
@@ -23,6 +23,7 @@ __all__ = [
     "SeededSampler",
     "SeededSamples",
     "TrainingStateError",
+    "adamw_options",
     "auto_amp",
     "autocast",
     "backend_settings",

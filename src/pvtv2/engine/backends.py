@@ -15,6 +15,10 @@ process as it found it.
   backward for bilinear upsampling or adaptive average pooling (the segmentation head, the
   ``_li`` variants); those ops warn instead of stopping the run and stay nondeterministic.
   torchvision's RoI Align switches to a deterministic implementation by itself.
+
+:func:`adamw_options` picks the AdamW implementation per device: on the CPU torch's default is a
+loop over the parameters (6-7x slower than the fused kernel: 90 against 13 ms a step for a
+Mask R-CNN on PVTv2-b0, one thread); CUDA keeps torch's default (multi-tensor ``foreach``).
 """
 from __future__ import annotations
 
@@ -72,3 +76,10 @@ def using_backends(settings: BackendSettings) -> Iterator[BackendSettings]:
         torch.backends.cudnn.allow_tf32 = cudnn_tf32
         torch.backends.cudnn.benchmark = benchmark
         torch.use_deterministic_algorithms(det, warn_only=warn_only)
+
+
+def adamw_options(device: torch.device | str) -> dict[str, bool]:
+    """Keyword arguments for ``torch.optim.AdamW`` on ``device``: ``fused=True`` on the CPU (one
+    kernel over all parameters, the same update up to rounding), nothing elsewhere (CUDA keeps
+    torch's default, the one every GPU measurement of this package was taken with)."""
+    return {"fused": True} if torch.device(device).type == "cpu" else {}

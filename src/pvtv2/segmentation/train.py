@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
-from ..engine import (FP16_NONFINITE_PATIENCE, DistEnv, LossMeter, RunFolder, TrainingStateError, autocast, launch,
-                      make_scaler, optimizer_step, progress, require_samples, resolve_amp, seed_everything)
+from ..engine import (FP16_NONFINITE_PATIENCE, DistEnv, LossMeter, RunFolder, TrainingStateError, adamw_options,
+                      autocast, launch, make_scaler, optimizer_step, progress, require_samples, resolve_amp,
+                      seed_everything)
 from ..engine.seeding import derive_seed
 from ..errors import DataError
 from ..model import list_models
@@ -141,7 +142,8 @@ def _train(cfg: SegTrainConfig, env: DistEnv, run: RunFolder) -> dict[str, Any]:
     if env.distributed and env.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # official: SyncBN in the heads
     model.to(env.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  **adamw_options(env.device))
     scaler = make_scaler(amp, env.device)
 
     meta = {"task": "segment", "model": cfg.model, "classes": classes, "reduce_zero_label": cfg.reduce_zero_label}
