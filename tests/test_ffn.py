@@ -94,6 +94,27 @@ def test_banded_inference_matches_the_plain_path(dwconv, extra_relu):
     assert ffn.path(x.requires_grad_()) == "plain"  # gradients always take the plain path
 
 
+def test_export_sees_the_plain_path():
+    """torch.export (what ONNX export runs) must not bake the bands of the export size into the graph."""
+
+    class Tokens(torch.nn.Module):
+        def __init__(self, ffn):
+            super().__init__()
+            self.ffn = ffn
+
+        def forward(self, x):
+            return self.ffn(x, 13, 10)
+
+    ffn = _set(_ffn().eval(), banded=None, band_bytes=2 * 2 * 10 * 64 * 4, band_min_factor=1)
+    x = torch.randn(2, 13 * 10, 16)
+    with torch.no_grad():
+        assert ffn.path(x) == "banded"  # in eager mode: 3 bands of rows
+        program = torch.export.export(Tokens(ffn), (x,), strict=False)
+        assert (program.module()(x) - ffn(x, 13, 10)).abs().max().item() < 1e-5
+    convs = [str(n.target) for n in program.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    assert convs == ["aten.conv2d.default"]  # one depth-wise conv over the whole map
+
+
 @pytest.mark.parametrize("dwconv,extra_relu", KINDS)
 def test_chunked_training_matches_the_plain_path(dwconv, extra_relu):
     ffn = _ffn(dwconv, extra_relu).train()

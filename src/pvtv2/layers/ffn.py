@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .onednn import Linear, depthwise_conv_gelu
+from .onednn import Linear, depthwise_conv_gelu, eager
 
 
 def tokens_to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -193,9 +193,7 @@ class ConvFFN(nn.Module):
     def _eager(x: torch.Tensor) -> bool:
         """A real tensor in eager mode: not FX proxies, tracing, scripting, compiling or
         exporting (checked first, so compilers never see the size tests below)."""
-        return isinstance(x, torch.Tensor) and not (
-            torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-        )
+        return isinstance(x, torch.Tensor) and eager()
 
     @staticmethod
     def _allowed(setting: bool | None, device: torch.device) -> bool:
