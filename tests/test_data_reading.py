@@ -252,6 +252,16 @@ def test_predict_errors_are_one_line(tmp_path, cli):
     assert "broken.onnx: not a readable ONNX model" in res.stderr and not res.stdout
 
 
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_dense_predict_without_images_makes_no_output_folder(tmp_path, cli, task):
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "no_images" / "notes.txt").write_text("no images here")
+    res = cli(task, "predict", tmp_path / "no_images", "--checkpoint", tmp_path / "any.safetensors",
+              "--out", tmp_path / "out")
+    assert res.returncode == 2 and "no images found in" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_detect_predict_pads_a_very_wide_image_and_goes_on(tmp_path):
     from pvtv2.detection.model import create_detector, save_detector
     from pvtv2.detection.predict import predict as detect
@@ -278,3 +288,4 @@ def test_detect_predict_pads_a_very_wide_image_and_goes_on(tmp_path):
     (tmp_path / "no_images").mkdir()
     with pytest.raises(DataError, match="no images found"):
         list(detect([tmp_path / "no_images"], ckpt, tmp_path / "out2", progress_bar=False))
+    assert not (tmp_path / "out2").exists()

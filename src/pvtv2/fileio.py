@@ -51,14 +51,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
         raise
 
 
+def check_output_folder(out_dir: str | os.PathLike, flag: str | None = None) -> Path:
+    """What :func:`prepare_output_folder` checks, without creating anything: ``out_dir`` is a
+    writable folder, or the nearest folder that exists above it can be written into."""
+    out = Path(out_dir)
+    name = f"{flag} {out}" if flag else str(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{name} is a file, not a folder; give a folder for the outputs")
+    above = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not above.is_dir():
+        raise DataError(f"cannot create the output folder {name}: {above} is a file")
+    if not os.access(above, os.W_OK | os.X_OK):
+        verb = "write to" if above == out else "create"
+        raise DataError(f"cannot {verb} the output folder {name}: permission denied")
+    return out
+
+
 def prepare_output_folder(out_dir: str | os.PathLike, flag: str | None = None) -> Path:
     """Create ``out_dir`` (a folder that a command writes files into) or say in one line why
     it cannot be: a file is in the way, or the folder cannot be created or written. ``flag``:
     the command-line option that named the folder, for the message."""
     out = Path(out_dir)
     name = f"{flag} {out}" if flag else str(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{name} is a file, not a folder; give a folder for the outputs")
+    check_output_folder(out, flag)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

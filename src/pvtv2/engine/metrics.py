@@ -42,18 +42,15 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, *, loss_keys=("
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r[x_key] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in loss_keys:
-        if any(key in r for r in history):
-            a.plot(epochs, [r.get(key) for r in history], marker="o", label=key)
-    a.set(xlabel=x_key, ylabel="loss", title="loss")
-    a.legend()
-    for key in score_keys:
-        if any(key in r for r in history):
-            b.plot(epochs, [r.get(key) for r in history], marker="o", label=key)
-    b.set(xlabel=x_key, ylabel=score_label, title=score_label)
-    b.legend()
+    for axes, keys, label in ((a, loss_keys, "loss"), (b, score_keys, score_label)):
+        for key in keys:  # each series at the records that have it (scores: the evaluated epochs only)
+            points = [(r[x_key], r[key]) for r in history if key in r]
+            if points:
+                axes.plot(*zip(*points), marker="o", label=key)
+        axes.set(xlabel=x_key, ylabel=label, title=label)
+        if axes.lines:  # nothing evaluated yet: no legend (matplotlib warns on an empty one)
+            axes.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
