@@ -1,6 +1,6 @@
 """Detection glue: PVTv2 + FPN backbones inside torchvision's RetinaNet / Faster R-CNN / Mask R-CNN."""
 import pytest
-from conftest import ENV, FAST_RETINANET, ap_after_fitting, pvtv2_cmd, shuffled_batches
+from conftest import FAST_RETINANET, ap_after_fitting, shuffled_batches
 import torch
 
 import pvtv2
@@ -112,7 +112,6 @@ def test_pretrained_backbone_and_errors(tmp_path):
 # -- data ------------------------------------------------------------------------------
 import copy
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -270,7 +269,11 @@ def shapes128(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(shapes128, tmp_path_factory):
     out = tmp_path_factory.mktemp("detrun")
-    return out, train(DetTrainConfig(data=str(shapes128), output=str(out), epochs=8, steps=(6, 7), **FAST))
+    # Nine epochs, the lr divided by 10 for the last, evaluated after epochs 3, 6 and 9 (the last has
+    # the best AP): held-out AP50 0.67-0.71 (three seeds, one thread); eight with the 1x schedule's
+    # two drops (at 6 and 7) gave 0.46-0.64.
+    return out, train(DetTrainConfig(data=str(shapes128), output=str(out), epochs=9, steps=(8,), eval_interval=3,
+                                     **FAST))
 
 
 def test_schedule_is_mmdetections_1x():
@@ -286,15 +289,18 @@ def test_schedule_is_mmdetections_1x():
 def test_short_training_reaches_ap50(trained, shapes128):
     out, result = trained
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == list(range(8))
+    assert [r["epoch"] for r in lines] == list(range(9))
     assert {"train_loss", "loss_classification", "loss_bbox_regression", "lr", "bbox_AP", "bbox_AP50",
-            "epoch_seconds", "images_per_second"} <= set(lines[0])
+            "epoch_seconds", "images_per_second"} <= set(lines[2])
+    assert [r["epoch"] for r in lines if "bbox_AP" in r] == [2, 5, 8]
     assert lines[-1]["train_loss"] < lines[0]["train_loss"]
-    assert max(r["bbox_AP50"] for r in lines) > 0.5, lines
+    assert max(r.get("bbox_AP50", 0) for r in lines) > 0.5, lines
     assert (out / "curves.png").exists() and (out / "last.pt").exists()
     model, info = load_detector(out / "best.safetensors")
     assert info["class_names"] == ["circle", "square", "triangle"] and info["cat_ids"] == [1, 2, 3]
     assert model.detections_per_img == 100  # the official max_per_img, kept by the loaded model
+    # AdamW ran as the CPU's fused kernel (engine.adamw_options), and last.pt resumes it so
+    assert all(g["fused"] for g in torch.load(out / "last.pt", weights_only=True)["optimizer"]["param_groups"])
 
 
 @pytest.mark.slow
@@ -327,15 +333,14 @@ def test_bf16_eval_finds_the_same_detections(trained, shapes128, tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_matches_pycocotools_on_the_same_detections(trained, shapes128, tmp_path):
+def test_eval_matches_pycocotools_on_the_same_detections(trained, shapes128, tmp_path, cli):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
     import contextlib, io
 
     out, result = trained
-    res = subprocess.run(pvtv2_cmd("detect", "eval", "--data", str(shapes128), "--checkpoint", str(out / "best.safetensors"),
-                                   "--device", "cpu", "--results", str(tmp_path / "dets.json"), "--json", str(tmp_path / "e.json")),
-                         env=ENV, capture_output=True, text=True)
+    res = cli("detect", "eval", "--data", str(shapes128), "--checkpoint", str(out / "best.safetensors"),
+                                   "--device", "cpu", "--results", str(tmp_path / "dets.json"), "--json", str(tmp_path / "e.json"))
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("Average Precision") == 6 and res.stdout.count("Average Recall") == 6
     ours = json.loads((tmp_path / "e.json").read_text())
@@ -349,7 +354,7 @@ def test_eval_matches_pycocotools_on_the_same_detections(trained, shapes128, tmp
 
 
 @pytest.mark.slow
-def test_predict_writes_detections_and_pictures(trained, shapes128, tmp_path):
+def test_predict_writes_detections_and_pictures(trained, shapes128, tmp_path, cli):
     from torchvision.ops import box_iou
 
     out, _ = trained
@@ -363,9 +368,8 @@ def test_predict_writes_detections_and_pictures(trained, shapes128, tmp_path):
             x0, y0, x1, y1 = d["box"]
             assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
     # The command line, in bf16 (the CPU's fast path): the float32 detections above 0.5, same box and score.
-    res = subprocess.run(pvtv2_cmd("detect", "predict", str(images[0]), "--checkpoint", str(out / "best.safetensors"),
-                                   "--out", str(tmp_path / "cli"), "--amp", "bf16", "--score-thresh", "0.3"),
-                         env=ENV, capture_output=True, text=True)
+    res = cli("detect", "predict", str(images[0]), "--checkpoint", str(out / "best.safetensors"),
+                                   "--out", str(tmp_path / "cli"), "--amp", "bf16", "--score-thresh", "0.3")
     assert res.returncode == 0, res.stderr
     record = json.loads(res.stdout.splitlines()[0])
     assert record["image"].endswith("_det.png")
@@ -377,18 +381,40 @@ def test_predict_writes_detections_and_pictures(trained, shapes128, tmp_path):
                    for e in record["detections"]), (d, record["detections"])
 
 
+# -- two-stage and set-prediction detectors on the trained backbone (slow) -----------------
+class FrozenMaps(torch.nn.Module):
+    """A frozen backbone + FPN that computes each image's maps once (in eval mode: the maps it would
+    give at every step), for runs in which only the head after it learns."""
 
-# -- a two-stage detector on the trained backbone (slow) ---------------------------------
+    def __init__(self, backbone: torch.nn.Module):
+        super().__init__()
+        self.inner = backbone.eval().requires_grad_(False)
+        self.out_channels, self.strides = backbone.out_channels, backbone.strides
+        self.maps: dict[bytes, dict[str, torch.Tensor]] = {}
+
+    def forward(self, x: torch.Tensor):
+        import hashlib
+        from collections import OrderedDict
+
+        per_image = []
+        for img in x:  # one image at a time: each image's maps do not depend on its batch
+            key = hashlib.sha1(img.numpy().tobytes()).digest()
+            if key not in self.maps:
+                with torch.no_grad():
+                    self.maps[key] = self.inner.eval()(img[None])
+            per_image.append(self.maps[key])
+        return OrderedDict((name, torch.cat([m[name] for m in per_image])) for name in per_image[0])
+
+
 @pytest.mark.slow
 def test_cascade_mask_rcnn_reaches_ap50_on_held_out_images(trained, shapes128):
     """Cascade Mask R-CNN with its official RPN, per-stage sampling and losses and test-time
     averaging; heads cut to one 32-channel conv (box and mask) and the official 1024-wide fc, 64
     RoIs per image. Its heads learn for 120 steps of 4 of the 120 training images (AdamW 1e-3, 1e-4
-    from step 90); pycocotools scores the 30 validation images: box AP50 0.59-0.66, mask AP50
-    0.56-0.63 (three seeds, 1 or 2 threads). From a random backbone, 100 steps reached box AP50
-    0.21, mask 0.14.
-    (Sparse R-CNN on this backbone reaches held-out AP50 0.2-0.33 in the same time, 300 steps, and
-    0.53 after 1000: its test learns four training images, tests/test_detection_kinds.py.)"""
+    from step 90); pycocotools scores the 30 validation images: box AP50 0.64, mask AP50 0.59 (on
+    the eight-epoch backbone of earlier versions of this test: 0.59-0.66 and 0.56-0.63, three seeds,
+    1 or 2 threads). From a random backbone, 100 steps reached box AP50 0.21, mask 0.14.
+    (Sparse R-CNN's set prediction learns slower: its test below.)"""
     # The official recipes start from a pretrained backbone: here the RetinaNet's above, frozen with
     # the FPN (mmdet's frozen_stages, up to the neck: on a CPU the RoI Align backward into the FPN
     # is half of a step).
@@ -409,6 +435,37 @@ def test_cascade_mask_rcnn_reaches_ap50_on_held_out_images(trained, shapes128):
     assert report["segm"]["stats"]["AP50"] > 0.4, report["segm"]["summary"]
 
 
+@pytest.mark.slow
+def test_sparse_rcnn_reaches_ap50_on_held_out_images(trained, shapes128, tmp_path):
+    """Sparse R-CNN's official head and training (learned proposals, dynamic instance-interactive
+    convs, self-attention over the proposals, Hungarian matching, the set loss, clipping 1.0), cut to
+    16 proposals, 2 stages, FFN 128, dynamic convs 16 wide, 5x5 RoIs, on the RetinaNet's trained
+    backbone (frozen) under a new 96-channel P2-P5 FPN (frozen at its initialisation: the maps of
+    each image are computed once). Set prediction needs more images than the other kinds' tests: 600
+    steps of 16 of 480 other generated images (AdamW 1e-3, 1e-4 from step 450); pycocotools scores
+    the 30 validation images: box AP50 0.62-0.66 (three seeds; a 128-channel FPN: 0.58-0.66, three
+    seeds on each of two trained backbones, and 0.46-0.62 after 400 steps). On the 120 training
+    images of the other tests it overfits: 0.46-0.54 after 200-800 steps."""
+    from pvtv2.detection.model import PVTv2FPN
+    from pvtv2.detection.sparse_rcnn import SparseRCNN
+
+    more = make_detection_dataset(tmp_path / "more", classes=3, train_images=480, val_images=1, size=128, seed=5,
+                                  progress=False)
+    retina, _ = load_detector(trained[0] / "best.safetensors")
+    torch.manual_seed(0)
+    maps = FrozenMaps(PVTv2FPN(retina.backbone.body, first_stage=1, out_channels=96, extra="none"))
+    model = SparseRCNN(maps, 4, min_size=128, max_size=128, num_proposals=16, num_stages=2, feedforward_channels=128,
+                       dynamic_channels=16, pooler_size=5)
+    train_set = CocoDetection(more / "train2017", more / "annotations" / "instances_train2017.json", train=True,
+                              flip_prob=0.0)
+    decoded = [train_set[i] for i in range(len(train_set))]  # unaugmented: each image read once
+    val_set = CocoDetection(shapes128 / "val2017", shapes128 / "annotations" / "instances_val2017.json")
+    report = ap_after_fitting(model, decoded, shuffled_batches(len(decoded), 16, 600), lr=1e-3, clip=1.0,
+                              lr_drop_at=450, eval_data=val_set)
+    assert len(maps.maps) == 480 + 30  # every image's maps computed once
+    assert report["bbox"]["stats"]["AP50"] > 0.5, report["bbox"]["summary"]
+
+
 def test_classifier_file_is_not_a_detector(tmp_path):
     pvtv2.save_pretrained(pvtv2.create_model("pvt_v2_b0", num_classes=3), tmp_path / "clf")
     with pytest.raises(CheckpointError, match="not a pvtv2 detection checkpoint"):
@@ -417,10 +474,9 @@ def test_classifier_file_is_not_a_detector(tmp_path):
         load_detector(tmp_path / "none.safetensors")
 
 
-def test_synth_cli_writes_a_coco_set(tmp_path):
-    res = subprocess.run(pvtv2_cmd("data", "synth", "--task", "detect", "--out", str(tmp_path / "s"), "--classes", "2",
-                                   "--train-images", "3", "--val-images", "2", "--size", "64"),
-                         env=ENV, capture_output=True, text=True)
+def test_synth_cli_writes_a_coco_set(tmp_path, cli):
+    res = cli("data", "synth", "--task", "detect", "--out", str(tmp_path / "s"), "--classes", "2",
+                                   "--train-images", "3", "--val-images", "2", "--size", "64")
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "s" / "annotations" / "instances_val2017.json").read_text())
     assert len(data["images"]) == 2 and [c["name"] for c in data["categories"]] == ["circle", "square"]

@@ -291,16 +291,17 @@ def test_detect_train_eval_predict_with_the_official_heads(tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_exactly(tmp_path):
-    """`pvtv2 detect train --kind cascade_maskrcnn` killed with SIGKILL inside its second epoch,
-    then `--resume`d, ends with the weights, AdamW moments and metrics of the uninterrupted run:
-    the cascade's state (the box heads' BatchNorm statistics, the samplers' random draws) is all in
-    last.pt. The uninterrupted run trains alongside the killed one (one thread each)."""
+    """`pvtv2 detect train` killed with SIGKILL inside its second epoch, then `--resume`d, ends with
+    the weights, AdamW moments and metrics of the uninterrupted run, on the detector with the most
+    state: the cascade's (the box heads' BatchNorm statistics, the samplers' random draws) is all in
+    last.pt, and so is the loader's (a worker process: every sample's flip is seeded from the run's
+    seed, the epoch and its position). The uninterrupted run trains alongside the killed one (one thread each)."""
     from pvtv2.data import make_detection_dataset
 
-    shapes = make_detection_dataset(tmp_path / "data", classes=2, train_images=1, val_images=1, size=64, seed=1,
+    shapes = make_detection_dataset(tmp_path / "data", classes=2, train_images=2, val_images=1, size=64, seed=1,
                                     progress=False)
     recipe = dict(data=str(shapes), kind="cascade_maskrcnn", model="pvt_v2_b0", schedule="1x", epochs=2, batch_size=1,
-                  min_size=64, max_size=64, warmup_iters=2, drop_path=0.1, eval_interval=2, workers=0, device="cpu",
+                  min_size=64, max_size=64, warmup_iters=2, drop_path=0.1, eval_interval=2, workers=1, device="cpu",
                   progress=False)
 
     def start(name: str, *extra: str) -> subprocess.Popen:

@@ -5,12 +5,11 @@ import json
 
 import pytest
 import torch
-from conftest import ap_after_fitting
 from torch import nn
 
 from pvtv2 import create_model
 from pvtv2.data import make_detection_dataset
-from pvtv2.detection import (KIND_RECIPES, KINDS, CocoDetection, DetTrainConfig, create_backbone,
+from pvtv2.detection import (KIND_RECIPES, KINDS, DetTrainConfig, create_backbone,
                              create_detector, load_detector, save_detector, train)
 from pvtv2.detection.model import DETECTORS, _with_fpn
 
@@ -219,20 +218,3 @@ def test_short_training_reaches_ap50(kind, epochs, shapes96, tmp_path):
     assert max(r["bbox_AP50"] for r in lines) > 0.5, lines
     model, info = load_detector(tmp_path / "best.safetensors")
     assert info["kind"] == kind and type(model) is DETECTORS[kind]
-
-
-@pytest.mark.slow
-def test_sparse_rcnn_learns_its_training_images(shapes96):
-    # Set prediction converges slowly (the paper trains 36 COCO epochs; a Sparse R-CNN with 32
-    # proposals and 3 stages reached validation AP50 0.2 after 6 epochs of 120 such images; these
-    # heads on the frozen backbone the RetinaNet of tests/test_detection.py trains reach held-out
-    # AP50 0.2-0.33 in a minute, 300 steps of 4 images, and 0.53 after 1000): within a CPU test's
-    # budget it is shown to learn (official losses, matching, clipping 1.0) one batch.
-    data = CocoDetection(shapes96 / "train2017", shapes96 / "annotations" / "instances_train2017.json", train=True,
-                         flip_prob=0.0)
-    torch.manual_seed(0)
-    model = create_detector("sparse_rcnn", "pvt_v2_b0", 3, min_size=64, max_size=64, drop_path_rate=0.0,
-                            **SMALL["sparse_rcnn"])
-    # AP50 0.81 after 40 steps, 1.0 after 60
-    report = ap_after_fitting(model, data, [[0, 1, 2, 3]] * 60, lr=2e-4, clip=1.0)
-    assert report["bbox"]["stats"]["AP50"] > 0.5, report["bbox"]["summary"]

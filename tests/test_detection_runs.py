@@ -1,12 +1,12 @@
-"""`pvtv2 detect train` as a process: SIGKILL and exact resume, torchrun, training errors, a NaN loss.
+"""`pvtv2 detect train` as a process: torchrun, training errors, a NaN loss (SIGKILL and exact resume:
+test_detection_cascade.py, on the detector with the most state).
 (In their own file, apart from test_detection.py's trained-model fixture, so the two test workers share
 the slow runs.)"""
 import json
 import subprocess
 
 import pytest
-from conftest import (ENV, FAST_RETINANET as FAST, VENV_BIN, cli_args, epoch_metrics, hash_training_state, pvtv2_cmd,
-                      sigkill_inside_epoch_1)
+from conftest import ENV, FAST_RETINANET as FAST, VENV_BIN, cli_args, hash_training_state, pvtv2_cmd
 
 from pvtv2.data import make_detection_dataset
 from pvtv2.detection import CocoDetection, DetTrainConfig, load_detector, train
@@ -18,25 +18,6 @@ from pvtv2.errors import DataError
 def coco_shapes(tmp_path_factory):
     return make_detection_dataset(tmp_path_factory.mktemp("det"), classes=3, train_images=12, val_images=6,
                                   size=96, seed=0, progress=False)
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_exactly(coco_shapes, tmp_path):
-    recipe = {**FAST, "data": str(coco_shapes), "batch_size": 2, "epochs": 3, "min_size": 96, "max_size": 96,
-              "drop_path": 0.1, "workers": 2}
-    straight = subprocess.run(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(tmp_path / "straight")})),
-                              env=ENV, capture_output=True, text=True)
-    assert straight.returncode == 0, straight.stderr
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(out)})), env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    sigkill_inside_epoch_1(proc, out)
-    res = subprocess.run(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(out)}), "--resume"),
-                         env=ENV, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    assert "resumed from" in res.stdout and "at epoch 1" in res.stdout
-    assert hash_training_state(out / "last.pt") == hash_training_state(tmp_path / "straight" / "last.pt")
-    assert epoch_metrics(out / "metrics.jsonl") == epoch_metrics(tmp_path / "straight" / "metrics.jsonl")
 
 
 @pytest.mark.slow

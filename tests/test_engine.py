@@ -225,6 +225,33 @@ def test_trainers_lock_their_folder_and_refuse_another_run(tmp_path, task):
 
 
 # -- GPU defaults, decided on the CPU -------------------------------------------------------
+def test_curves_before_the_first_evaluation_and_between_evaluations(tmp_path):
+    import warnings
+
+    from pvtv2.engine import plot_curves
+
+    history = [{"epoch": 0, "train_loss": 2.0}, {"epoch": 1, "train_loss": 1.5, "bbox_AP": 0.1},
+               {"epoch": 2, "train_loss": 1.2}]  # --eval-interval 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned about the empty score panel's legend
+        for n in (1, 3):
+            plot_curves(history[:n], tmp_path / f"{n}.png", score_keys=("bbox_AP",), score_label="AP")
+    assert (tmp_path / "1.png").stat().st_size > 0 and (tmp_path / "3.png").stat().st_size > 0
+
+
+def test_adamw_is_fused_on_the_cpu_and_torchs_default_elsewhere():
+    from pvtv2.engine import adamw_options
+
+    assert adamw_options("cpu") == adamw_options(torch.device("cpu")) == {"fused": True}
+    assert adamw_options("cuda") == adamw_options("cuda:1") == {}
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([w], lr=0.1, **adamw_options("cpu"))  # torch takes it on CPU tensors
+    w.grad = torch.tensor([1.0, -1.0, 0.0])
+    opt.step()
+    assert opt.param_groups[0]["fused"] is True
+    assert w.detach().tolist() == pytest.approx([1 - 0.1 - 0.01 * 0.1, 1 + 0.1 - 0.01 * 0.1, 1 - 0.01 * 0.1], abs=1e-6)
+
+
 def test_backend_settings_decide_tf32_and_determinism_per_device():
     from pvtv2.engine import BackendSettings, backend_settings
 

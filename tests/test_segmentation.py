@@ -201,6 +201,7 @@ def test_short_training_reaches_miou(trained, shapes, tmp_path):
     assert lines[-1]["train_loss"] < lines[0]["train_loss"]
     assert result["best_miou"] > 60, lines
     assert (out / "curves.png").stat().st_size > 0 and (out / "config.json").exists()
+    assert all(g["fused"] for g in torch.load(out / "last.pt", weights_only=True)["optimizer"]["param_groups"])
     # The evaluation command agrees with what training measured on the same checkpoint.
     scores = evaluate_checkpoint(shapes, out / "best.safetensors", device="cpu", progress_bar=False)
     assert scores["mIoU"] == pytest.approx(result["best_miou"], abs=1e-3)
@@ -214,11 +215,10 @@ def test_short_training_reaches_miou(trained, shapes, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_eval_and_predict(trained, shapes, tmp_path):
+def test_cli_eval_and_predict(trained, shapes, tmp_path, cli):
     out, result = trained
-    res = subprocess.run(pvtv2_cmd("segment", "eval", "--data", str(shapes), "--checkpoint", str(out / "best.safetensors"),
-                                   "--device", "cpu", "--json", str(tmp_path / "e.json")),
-                         env=ENV, capture_output=True, text=True)
+    res = cli("segment", "eval", "--data", str(shapes), "--checkpoint", str(out / "best.safetensors"),
+                                   "--device", "cpu", "--json", str(tmp_path / "e.json"))
     assert res.returncode == 0, res.stderr
     assert "mIoU" in res.stdout and "triangle" in res.stdout
     assert json.loads((tmp_path / "e.json").read_text())["mIoU"] == pytest.approx(result["best_miou"], abs=1e-3)
@@ -235,8 +235,8 @@ def test_cli_eval_and_predict(trained, shapes, tmp_path):
         assert Image.open(rec["overlay"]).size == mask.size
         assert sum(rec["classes"].values()) == pytest.approx(1, abs=1e-3)
     # The command line, in bf16 (the CPU's fast path): the float32 mask to within 1% of the pixels.
-    res = subprocess.run(pvtv2_cmd("segment", "predict", str(images[0]), "--checkpoint", str(out / "best.safetensors"),
-                                   "--out", str(tmp_path / "cli"), "--amp", "bf16"), env=ENV, capture_output=True, text=True)
+    res = cli("segment", "predict", str(images[0]), "--checkpoint", str(out / "best.safetensors"),
+                                   "--out", str(tmp_path / "cli"), "--amp", "bf16")
     assert res.returncode == 0, res.stderr
     mask_bf16 = json.loads(res.stdout.splitlines()[0])["mask"]
     assert mask_bf16.endswith("_mask.png")
@@ -399,9 +399,9 @@ def test_loading_a_classifier_as_segmenter_fails_clearly(tmp_path):
         load_segmenter(tmp_path / "none.safetensors")
 
 
-def test_synth_cli_writes_a_segmentation_set(tmp_path):
-    res = subprocess.run(pvtv2_cmd("data", "synth", "--task", "segment", "--out", str(tmp_path / "s"), "--classes", "3",
-                                   "--train-images", "4", "--val-images", "2"), env=ENV, capture_output=True, text=True)
+def test_synth_cli_writes_a_segmentation_set(tmp_path, cli):
+    res = cli("data", "synth", "--task", "segment", "--out", str(tmp_path / "s"), "--classes", "3",
+                                   "--train-images", "4", "--val-images", "2")
     assert res.returncode == 0, res.stderr
     meta = json.loads((tmp_path / "s" / "synth.json").read_text())
     assert meta["classes"] == ["background", "circle", "square"]
