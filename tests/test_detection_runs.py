@@ -1,12 +1,12 @@
-"""`pvtv2 detect train` as a process: torchrun, training errors, a NaN loss (SIGKILL and exact resume:
-test_detection_cascade.py, on the detector with the most state).
+"""`pvtv2 detect train` as a process: SIGKILL and exact resume, torchrun, training errors, a NaN loss.
 (In their own file, apart from test_detection.py's trained-model fixture, so the two test workers share
 the slow runs.)"""
 import json
 import subprocess
 
 import pytest
-from conftest import ENV, FAST_RETINANET as FAST, VENV_BIN, cli_args, hash_training_state, pvtv2_cmd
+from conftest import (ENV, FAST_RETINANET as FAST, VENV_BIN, cli_args, epoch_metrics, hash_training_state, pvtv2_cmd,
+                      sigkill_inside_epoch_1)
 
 from pvtv2.data import make_detection_dataset
 from pvtv2.detection import CocoDetection, DetTrainConfig, load_detector, train
@@ -21,10 +21,29 @@ def coco_shapes(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_killed_run_resumes_exactly(coco_shapes, tmp_path):
+    recipe = {**FAST, "data": str(coco_shapes), "batch_size": 2, "epochs": 3, "min_size": 96, "max_size": 96,
+              "drop_path": 0.1, "workers": 2}
+    straight = subprocess.run(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(tmp_path / "straight")})),
+                              env=ENV, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(out)})), env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sigkill_inside_epoch_1(proc, out)
+    res = subprocess.run(pvtv2_cmd("detect", "train", *cli_args({**recipe, "output": str(out)}), "--resume"),
+                         env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "resumed from" in res.stdout and "at epoch 1" in res.stdout
+    assert hash_training_state(out / "last.pt") == hash_training_state(tmp_path / "straight" / "last.pt")
+    assert epoch_metrics(out / "metrics.jsonl") == epoch_metrics(tmp_path / "straight" / "metrics.jsonl")
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes_mask_rcnn(coco_shapes, tmp_path):
     out = tmp_path / "ddp"
-    recipe = {**FAST, "kind": "maskrcnn", "data": str(coco_shapes), "batch_size": 4, "epochs": 1, "min_size": 96,
-              "max_size": 96, "workers": 0, "output": str(out)}
+    recipe = {**FAST, "kind": "maskrcnn", "data": str(coco_shapes), "batch_size": 4, "epochs": 1, "min_size": 64,
+              "max_size": 64, "workers": 0, "output": str(out)}
     res = subprocess.run([str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "pvtv2", "detect",
                           "train", *cli_args(recipe)], env=ENV, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
