@@ -117,17 +117,18 @@ def ap_after_fitting(model, data, batches, *, lr: float, clip: float, lr_drop_at
                      eval_data=None, iou_types=("bbox",)) -> dict:
     """Train ``model`` (a detector built under a fixed seed) with AdamW, one step per list of image
     indices of ``data`` (a ``CocoDetection``) in ``batches``, at ``lr`` then ``lr / 10`` from step
-    ``lr_drop_at``; only the parameters that require gradients learn (AdamW's fused CPU kernel, as
-    ``engine.adamw_options`` picks for training). Then its COCO report on every
+    ``lr_drop_at``; only the parameters that require gradients learn (AdamW as
+    ``engine.adamw_options`` picks it for training). Then its COCO report on every
     image of ``eval_data`` or, without one, on the images it trained on. Python's ``random`` (the
     flips) is seeded: the same call gives the same numbers."""
     import random
 
     from pvtv2.detection.data import collate_detection
+    from pvtv2.engine import adamw_options
 
     random.seed(0)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4, fused=True)  # the CPU's kernel, as training's
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4, **adamw_options(params[0].device))
     model.train()
     for step, indices in enumerate(batches):
         if step == lr_drop_at:

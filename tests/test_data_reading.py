@@ -253,13 +253,16 @@ def test_predict_errors_are_one_line(tmp_path, cli):
 
 
 @pytest.mark.parametrize("task", ["detect", "segment"])
-def test_dense_predict_without_images_makes_no_output_folder(tmp_path, cli, task):
+def test_refused_dense_predict_makes_no_output_folder(tmp_path, cli, task):
     (tmp_path / "no_images").mkdir()
     (tmp_path / "no_images" / "notes.txt").write_text("no images here")
     res = cli(task, "predict", tmp_path / "no_images", "--checkpoint", tmp_path / "any.safetensors",
               "--out", tmp_path / "out")
     assert res.returncode == 2 and "no images found in" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")  # an image, but no checkpoint
+    res = cli(task, "predict", tmp_path / "x.png", "--checkpoint", tmp_path / "any.safetensors", "--out", tmp_path / "out")
+    assert res.returncode == 2 and "any.safetensors" in res.stderr and not (tmp_path / "out").exists()
 
 
 def test_detect_predict_pads_a_very_wide_image_and_goes_on(tmp_path):

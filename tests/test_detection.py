@@ -340,7 +340,7 @@ def test_eval_matches_pycocotools_on_the_same_detections(trained, shapes128, tmp
 
     out, result = trained
     res = cli("detect", "eval", "--data", str(shapes128), "--checkpoint", str(out / "best.safetensors"),
-                                   "--device", "cpu", "--results", str(tmp_path / "dets.json"), "--json", str(tmp_path / "e.json"))
+              "--device", "cpu", "--results", str(tmp_path / "dets.json"), "--json", str(tmp_path / "e.json"))
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("Average Precision") == 6 and res.stdout.count("Average Recall") == 6
     ours = json.loads((tmp_path / "e.json").read_text())
@@ -369,7 +369,7 @@ def test_predict_writes_detections_and_pictures(trained, shapes128, tmp_path, cl
             assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128
     # The command line, in bf16 (the CPU's fast path): the float32 detections above 0.5, same box and score.
     res = cli("detect", "predict", str(images[0]), "--checkpoint", str(out / "best.safetensors"),
-                                   "--out", str(tmp_path / "cli"), "--amp", "bf16", "--score-thresh", "0.3")
+              "--out", str(tmp_path / "cli"), "--amp", "bf16", "--score-thresh", "0.3")
     assert res.returncode == 0, res.stderr
     record = json.loads(res.stdout.splitlines()[0])
     assert record["image"].endswith("_det.png")
@@ -476,7 +476,7 @@ def test_classifier_file_is_not_a_detector(tmp_path):
 
 def test_synth_cli_writes_a_coco_set(tmp_path, cli):
     res = cli("data", "synth", "--task", "detect", "--out", str(tmp_path / "s"), "--classes", "2",
-                                   "--train-images", "3", "--val-images", "2", "--size", "64")
+              "--train-images", "3", "--val-images", "2", "--size", "64")
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "s" / "annotations" / "instances_val2017.json").read_text())
     assert len(data["images"]) == 2 and [c["name"] for c in data["categories"]] == ["circle", "square"]

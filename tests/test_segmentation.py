@@ -218,7 +218,7 @@ def test_short_training_reaches_miou(trained, shapes, tmp_path):
 def test_cli_eval_and_predict(trained, shapes, tmp_path, cli):
     out, result = trained
     res = cli("segment", "eval", "--data", str(shapes), "--checkpoint", str(out / "best.safetensors"),
-                                   "--device", "cpu", "--json", str(tmp_path / "e.json"))
+              "--device", "cpu", "--json", str(tmp_path / "e.json"))
     assert res.returncode == 0, res.stderr
     assert "mIoU" in res.stdout and "triangle" in res.stdout
     assert json.loads((tmp_path / "e.json").read_text())["mIoU"] == pytest.approx(result["best_miou"], abs=1e-3)
@@ -236,7 +236,7 @@ def test_cli_eval_and_predict(trained, shapes, tmp_path, cli):
         assert sum(rec["classes"].values()) == pytest.approx(1, abs=1e-3)
     # The command line, in bf16 (the CPU's fast path): the float32 mask to within 1% of the pixels.
     res = cli("segment", "predict", str(images[0]), "--checkpoint", str(out / "best.safetensors"),
-                                   "--out", str(tmp_path / "cli"), "--amp", "bf16")
+              "--out", str(tmp_path / "cli"), "--amp", "bf16")
     assert res.returncode == 0, res.stderr
     mask_bf16 = json.loads(res.stdout.splitlines()[0])["mask"]
     assert mask_bf16.endswith("_mask.png")
@@ -401,7 +401,7 @@ def test_loading_a_classifier_as_segmenter_fails_clearly(tmp_path):
 
 def test_synth_cli_writes_a_segmentation_set(tmp_path, cli):
     res = cli("data", "synth", "--task", "segment", "--out", str(tmp_path / "s"), "--classes", "3",
-                                   "--train-images", "4", "--val-images", "2")
+              "--train-images", "4", "--val-images", "2")
     assert res.returncode == 0, res.stderr
     meta = json.loads((tmp_path / "s" / "synth.json").read_text())
     assert meta["classes"] == ["background", "circle", "square"]

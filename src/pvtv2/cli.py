@@ -268,24 +268,19 @@ def cmd_detect_eval(args) -> int:
 def cmd_detect_predict(args) -> int:
     from .detection import predict
 
-    _prepare_predict_output(args)
+    _check_predict_output(args)
     records = predict(args.inputs, args.checkpoint, args.out, score_thresh=args.score_thresh, device=args.device,
                       max_image_pixels=args.max_image_pixels, workers=args.workers, tf32=args.tf32, amp=args.amp)
     return _stream_records(records, lambda ok: _detections_done(ok, args))
 
 
-def _prepare_predict_output(args) -> None:
-    """``detect``/``segment predict``: ``--amp``, ``--out`` and the inputs are checked before ``--out``
-    is made, so that a refused command leaves no empty output folder behind."""
-    from .data.images import image_paths, require_images
-    from .engine import resolve_amp
-    from .engine.distributed import resolve_device
-    from .fileio import check_output_folder, prepare_output_folder
+def _check_predict_output(args) -> None:
+    """``detect``/``segment predict``: ``--out`` checked by that name before anything is read, and not
+    made: ``predict`` refuses ``--amp``, then inputs without images, then loads the checkpoint, before
+    it makes the folder, so a refused command leaves no empty output folder behind."""
+    from .fileio import check_output_folder
 
-    resolve_amp(args.amp, resolve_device(args.device))
     check_output_folder(args.out, "--out")
-    require_images(image_paths(args.inputs), args.inputs)
-    prepare_output_folder(args.out, "--out")
 
 
 def _detections_done(ok: list[dict], args) -> str:
@@ -325,7 +320,7 @@ def cmd_segment_eval(args) -> int:
 def cmd_segment_predict(args) -> int:
     from .segmentation import predict
 
-    _prepare_predict_output(args)
+    _check_predict_output(args)
     records = predict(args.inputs, args.checkpoint, args.out, mode=args.mode,
                       scale=tuple(args.scale) if args.scale else None, crop=args.crop, device=args.device,
                       max_image_pixels=args.max_image_pixels, workers=args.workers, tf32=args.tf32, amp=args.amp)
